@@ -1,0 +1,343 @@
+/* executor/internal.h - the runtime's private types, shared by executor/ files.
+ *
+ * Glossary (the design notes in worker.c and task.c use these words):
+ *   job        anything a worker can run: a task step, a plain callback, a
+ *              batch of future callbacks, a timer to arm. Jobs are intrusive
+ *              nodes, so queues never allocate.
+ *   task       a job with a fiber: it runs a user function that can suspend.
+ *   worker     one OS thread with a scheduler loop, a local run queue, a LIFO
+ *              slot, an inbox, an epoll instance and a timer wheel.
+ *   inject     the runtime-wide queue for work submitted from outside a worker
+ *              and for local-queue overflow.
+ *   inbox      a worker's private MPSC queue: jobs that must run on that worker
+ *              (pinned tasks woken elsewhere, timers to arm there).
+ *   LIFO slot  one job that runs next on this worker (message-passing locality).
+ *   searching  a worker that is out of local work and looking to steal.
+ */
+#ifndef RAVEL_EXECUTOR_INTERNAL_H
+#define RAVEL_EXECUTOR_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "executor/fiber.h"
+#include "io/poller.h"
+#include "primitives/atomics.h"
+#include "primitives/deque.h"
+#include "primitives/mpsc.h"
+#include "ravel.h"
+
+/* ------------------------------------------------------------------------- */
+/* Jobs                                                                       */
+
+enum rv__job_kind {
+    RV_JOB_TASK,       /* resume (or start) a task */
+    RV_JOB_CALLBACK,   /* rv_call_soon handle */
+    RV_JOB_FUTURE_CBS, /* a future's done callbacks, run in registration order */
+    RV_JOB_TIMER_ARM,  /* insert a timer into the running worker's wheel */
+};
+
+typedef struct rv__job {
+    rv__mpsc_node node; /* first: queues link jobs through it */
+    uint8_t kind;
+} rv__job;
+
+/* ------------------------------------------------------------------------- */
+/* Timers                                                                     */
+
+enum { RV_TIMER_PENDING, RV_TIMER_FIRED, RV_TIMER_CANCELLED };
+
+typedef struct rv__timer rv__timer;
+struct rv__timer {
+    rv__timer *next, *prev;  /* wheel slot list; owner worker only */
+    uint64_t when;           /* deadline in wheel ticks (ms since runtime start) */
+    _Atomic uint8_t state;   /* RV_TIMER_*; the only field others touch */
+    uint8_t level, slot;
+    bool linked;
+    _Atomic(struct rv__worker *) owner; /* wheel it sits in, set when armed */
+    void (*fire)(rv__timer *t);          /* called by the owner when it expires */
+    void (*drop)(rv__timer *t);          /* the wheel's reference goes away */
+};
+
+#define RV_WHEEL_LEVELS 6
+#define RV_WHEEL_SLOTS 64
+
+typedef struct rv__wheel {
+    uint64_t elapsed; /* ticks processed so far */
+    uint64_t occupied[RV_WHEEL_LEVELS];
+    rv__timer *slots[RV_WHEEL_LEVELS][RV_WHEEL_SLOTS];
+    uint64_t count;
+} rv__wheel;
+
+void rv__wheel_init(rv__wheel *w);
+/* Insert (owner only). A deadline at or before `elapsed` fires at the next advance. */
+void rv__wheel_insert(rv__wheel *w, rv__timer *t);
+/* Unlink (owner only). */
+void rv__wheel_remove(rv__wheel *w, rv__timer *t);
+/* Ticks until the next deadline, or UINT64_MAX when empty. */
+uint64_t rv__wheel_next_deadline(rv__wheel *w);
+/* Fire every timer due at or before `now`; returns how many fired. */
+uint64_t rv__wheel_advance(rv__wheel *w, uint64_t now);
+/* Drop every timer left (runtime teardown). */
+void rv__wheel_clear(rv__wheel *w);
+
+/* ------------------------------------------------------------------------- */
+/* Stacks                                                                     */
+
+typedef struct rv__stack {
+    struct rv__stack *next; /* free-list link */
+    void *lo;               /* lowest usable byte (just above the guard) */
+    size_t size;            /* usable bytes */
+    uint8_t guard;          /* RV_GUARD_* protecting the page below lo */
+    bool cold;              /* pages given back with MADV_DONTNEED */
+} rv__stack;
+
+enum { RV_GUARD_NONE, RV_GUARD_MADVISE, RV_GUARD_MPROTECT };
+
+/* ------------------------------------------------------------------------- */
+/* Futures                                                                    */
+
+enum rv__future_state {
+    RV_FUT_PENDING,
+    RV_FUT_COMPLETING, /* claimed by one completer, fields being written */
+    RV_FUT_RESULT,
+    RV_FUT_ERROR,
+    RV_FUT_CANCELLED,
+};
+
+enum rv__waiter_kind { RV_WAIT_TASK, RV_WAIT_CALLBACK, RV_WAIT_THREAD };
+
+/* A registration on a future's done list. Task and thread waiters live on the
+ * waiting stack; callback waiters are allocated. `fired` is set (release) by
+ * the completer after its last access, so a stack waiter can leave. */
+typedef struct rv__waiter rv__waiter;
+struct rv__waiter {
+    rv__job job; /* callback waiters: the first one of a batch is the batch's job */
+    rv__waiter *next, *prev;
+    uint8_t kind;
+    bool linked; /* on the future's list; guarded by the future's lock */
+    _Atomic uint32_t fired;
+    union {
+        rv_task *task;
+        struct {
+            rv_future_cb fn;
+            void *arg;
+            rv_future *future;
+        } cb;
+    } u;
+};
+
+struct rv_future {
+    _Atomic uint32_t refs;
+    _Atomic uint8_t state; /* rv__future_state */
+    _Atomic uint8_t lock;  /* bit lock over the waiter list (O(1) sections) */
+    bool is_task;
+    bool retrieved;        /* error looked at (debug reporting) */
+    int error;
+    void *result;
+    char *msg;
+    rv__waiter *head, *tail;
+    rv_runtime *rt;
+};
+
+void rv__future_init(rv_future *f, rv_runtime *rt, bool is_task);
+/* Finish f (state one of RESULT/ERROR/CANCELLED). -EALREADY when not pending.
+ * `msg` is taken over (freed on failure). */
+int rv__future_complete(rv_future *f, int state, void *result, int error, char *msg);
+/* Free what a future owns (not the future's memory). */
+void rv__future_fini(rv_future *f);
+void rv__future_lock(rv_future *f);
+void rv__future_unlock(rv_future *f);
+/* Run a callback batch job. */
+void rv__future_run_callbacks(rv__job *job);
+/* Runtime teardown: a task that never ended is finished as cancelled without
+ * scheduling anything; plain-thread waiters are still released. */
+void rv__future_abandon(rv_future *f);
+/* Drop a job found in a queue at teardown (callback batches). */
+void rv__future_drop_callbacks(rv__job *job);
+
+/* ------------------------------------------------------------------------- */
+/* Tasks                                                                      */
+
+enum rv__sched_state {
+    RV_SCHED_IDLE,      /* parked: not queued, not running */
+    RV_SCHED_QUEUED,    /* in exactly one queue */
+    RV_SCHED_RUNNING,   /* a worker is running it */
+    RV_SCHED_NOTIFIED,  /* woken while running: requeue when it suspends */
+    RV_SCHED_DONE,
+};
+
+struct rv_task {
+    rv_future fut; /* first: a task is a future */
+    rv__job job;
+    _Atomic uint8_t sched;     /* rv__sched_state */
+    bool started;
+    bool registered;           /* on its home worker's task list */
+    bool pinned;
+    _Atomic int must_cancel;   /* undelivered cancellation request */
+    _Atomic int cancels;       /* cancelling() count */
+    rv_task_fn fn;
+    void *arg;
+    rv__fiber fiber;
+    rv__stack *stack;
+    size_t stack_size;
+    uint64_t id;
+    _Atomic(char *) name;      /* NULL until named or first asked */
+    int saved_errno;
+    int error_code_msg;        /* code rv_task_error attached `error_msg` to */
+    char *error_msg;
+    struct rv__worker *pin;    /* pinned: the only worker that runs it */
+    struct rv__worker *home;   /* list it is registered on */
+    rv_task *list_prev, *list_next;
+    void **locals;
+    char *cancel_msg;          /* guarded by fut.lock */
+    int exit_code;             /* what fn returned */
+    void *exit_value;          /* its *result */
+    rv_future *awaiting;       /* future it waits on (referenced), for teardown */
+    rv__waiter *awaiting_rec;
+};
+
+static inline rv_task *rv__task_of_job(rv__job *j)
+{
+    return (rv_task *)((char *)j - offsetof(rv_task, job));
+}
+
+void rv__task_wake(rv_task *t);
+void rv__task_run(struct rv__worker *w, rv_task *t);
+void rv__task_free(rv_task *t);
+/* Runtime teardown: finish a task that never ended, free its stack. */
+void rv__task_abandon(struct rv__worker *w, rv_task *t);
+
+/* ------------------------------------------------------------------------- */
+/* Handles (rv_call_soon / rv_call_later)                                     */
+
+enum { RV_HANDLE_PENDING, RV_HANDLE_RUNNING, RV_HANDLE_DONE, RV_HANDLE_CANCELLED };
+
+struct rv_handle {
+    rv__job job;
+    rv__timer timer;
+    _Atomic uint32_t refs;
+    _Atomic uint8_t state;
+    bool timed;
+    rv_callback_fn fn;
+    void *arg;
+    rv_runtime *rt;
+};
+
+void rv__handle_run(rv__job *job);
+void rv__handle_arm(struct rv__worker *w, rv__job *job);
+void rv__handle_release_internal(rv_handle *h);
+
+/* ------------------------------------------------------------------------- */
+/* Workers and the runtime                                                    */
+
+enum rv__switch_reason { RV_SWITCH_PARK, RV_SWITCH_YIELD, RV_SWITCH_EXIT };
+
+typedef struct rv__counters {
+    _Atomic uint64_t tasks_polled, steals, stolen_tasks, steal_attempts, overflows, parks,
+        unparks, io_events, timers_fired, busy_ns;
+} rv__counters;
+
+typedef struct rv__worker {
+    /* Fields other workers touch, each on its own lines. */
+    rv__deque runq;
+    RV_CACHE_ALIGNED _Atomic(rv__job *) lifo;
+    _Atomic uint64_t polls; /* bumped per job: thieves see a stuck worker */
+    rv__mpsc inbox;
+    rv__poller poller;
+    rv__counters stats;
+
+    /* Owner-only fields. */
+    RV_CACHE_ALIGNED rv_runtime *rt;
+    unsigned index;
+    pthread_t thread;
+    bool thread_started;
+    rv__fiber sched_fiber;
+    rv_task *current;
+    uint8_t switch_reason;
+    unsigned lifo_runs;
+    uint32_t tick;
+    uint64_t rng;
+    bool searching;
+    rv__job *pinned_head, *pinned_tail; /* local runnable pinned tasks, FIFO */
+    rv__wheel wheel;
+    uint64_t *last_polls;               /* per victim: `polls` seen last search */
+    void *overflow_batch[RV_LOCAL_QUEUE_SIZE / 2];
+    int64_t unparked_at;                /* for busy_ns */
+
+    rv__stack *free_stacks; /* stacks ready for reuse */
+    unsigned free_hot;      /* how many of them are still resident */
+    void *alt_stack;
+
+    /* Task registry: tasks that have suspended at least once and not ended.
+     * Locked by its owner when adding, by whoever ends a task when removing,
+     * by visitors; never on the spawn, wake, steal or inject paths. */
+    pthread_mutex_t tasks_lock;
+    rv_task *tasks;
+} rv__worker;
+
+struct rv_runtime {
+    rv__mpsc inject;
+    RV_CACHE_ALIGNED _Atomic uint32_t searching; /* workers looking for work */
+    RV_CACHE_ALIGNED _Atomic uint64_t *sleepers; /* bitmask of parked workers */
+    unsigned sleeper_words;
+    RV_CACHE_ALIGNED _Atomic uint64_t live_tasks;
+    _Atomic uint32_t all_done;  /* futex word: live_tasks reached 0 while closing */
+    _Atomic int closing;        /* no new work; tasks cancelled */
+    _Atomic int stopping;       /* workers leave their loops */
+    _Atomic int shut_down;      /* rv_runtime_shutdown finished */
+    _Atomic unsigned next_worker;
+    unsigned nworkers;
+    rv__worker *workers;
+    size_t stack_size;
+    int64_t start_ns;
+    bool debug;
+
+    /* Stack slabs: one mapping per RV_STACKS_PER_SLAB stacks. */
+    pthread_mutex_t slab_lock;
+    struct rv__slab *slabs;
+    unsigned mprotect_guards; /* fallback guards in use (bounded) */
+    int guard_mode;           /* RV_GUARD_MADVISE when the kernel has it */
+};
+
+/* The worker the calling thread is, or NULL. Never cached across a switch:
+ * see fiber.h. */
+rv__worker *rv__tls_worker(void);
+void rv__tls_set_worker(rv__worker *w);
+
+/* Futex helpers (future.c). Wait while *word == 0 up to `deadline` (rv_now
+ * clock; negative: forever); false on timeout. */
+void rv__futex_wake_all(_Atomic uint32_t *word);
+bool rv__futex_wait_set(_Atomic uint32_t *word, int64_t deadline);
+
+/* Scheduling (worker.c). From a worker of `rt`: a task goes to the LIFO slot
+ * (the previous occupant to the local queue), other jobs to the local queue;
+ * from anywhere else: the inject queue. Wakes an idle worker if needed. */
+void rv__schedule(rv_runtime *rt, rv__job *job, bool is_new_task);
+/* Back of the calling worker's local queue, no LIFO (yield, requeue). */
+void rv__schedule_yielded(rv__worker *w, rv__job *job);
+void rv__schedule_pinned(rv__worker *target, rv__job *job);
+void rv__notify_one(rv_runtime *rt);
+void rv__worker_unpark(rv__worker *w);
+void *rv__worker_main(void *arg);
+/* Suspend the current task (in fiber context) with a reason; returns on resume. */
+void rv__suspend(rv__worker *w, rv_task *t, uint8_t reason);
+uint64_t rv__now_tick(rv_runtime *rt);
+uint64_t rv__deadline_tick(rv_runtime *rt, int64_t when_ns);
+
+/* Stacks (stack.c). */
+int rv__stacks_init(rv_runtime *rt);
+void rv__stacks_fini(rv_runtime *rt);
+rv__stack *rv__stack_get(rv__worker *w, size_t size);
+void rv__stack_put(rv__worker *w, rv__stack *s);
+/* Canary below each stack: checked when a task suspends and ends. */
+bool rv__stack_canary_ok(const rv__stack *s);
+int rv__overflow_handler_install(rv__worker *w);
+void rv__overflow_handler_remove(rv__worker *w);
+
+/* Task registry (task.c). */
+void rv__registry_add(rv__worker *w, rv_task *t);
+void rv__registry_remove(rv_task *t);
+
+#endif

@@ -1,0 +1,30 @@
+/* io/poller.h - the per-worker readiness poller (one backend per platform;
+ * io/poller_epoll.c on Linux).
+ *
+ * Each worker owns one poller: an epoll instance plus an eventfd registered in
+ * it. A worker with nothing to do parks in rv__poller_wait(); another thread
+ * wakes it with rv__poller_wake(), which costs a write(2) only when no wake is
+ * already pending. Later issues register sockets and pipes here.
+ */
+#ifndef RAVEL_IO_POLLER_H
+#define RAVEL_IO_POLLER_H
+
+#include <stdint.h>
+
+#include "primitives/atomics.h"
+
+typedef struct rv__poller {
+    int epfd;
+    int wakefd;
+    _Atomic int wake_pending;
+} rv__poller;
+
+int rv__poller_init(rv__poller *p);
+void rv__poller_fini(rv__poller *p);
+/* Any thread. */
+void rv__poller_wake(rv__poller *p);
+/* Owner. Wait up to timeout_ms (-1: forever, 0: just look). Returns the number
+ * of I/O events handled (wakeups not counted), or a negative errno. */
+int rv__poller_wait(rv__poller *p, int timeout_ms);
+
+#endif

@@ -16,7 +16,7 @@ const char *rv_strerror(int code)
         RV_ERRNO_MAP(RV_ERRNO_TEXT_)
 #undef RV_ERRNO_TEXT_
     }
-    if (code < 0) {
+    if (code < 0 && code > -4096) { /* the errno range; also keeps -INT_MIN out */
         const char *d = strerrordesc_np(-code);
         if (d)
             return d;
@@ -35,7 +35,7 @@ const char *rv_err_name(int code)
         RV_ERRNO_MAP(RV_ERRNO_NAME_)
 #undef RV_ERRNO_NAME_
     }
-    if (code < 0) {
+    if (code < 0 && code > -4096) {
         const char *n = strerrorname_np(-code);
         if (n)
             return n;

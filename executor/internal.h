@@ -194,6 +194,7 @@ struct rv_task {
     char *cancel_msg;          /* guarded by fut.lock */
     int exit_code;             /* what fn returned */
     void *exit_value;          /* its *result */
+    struct rv__task_timer *timer; /* armed timer it holds, for teardown */
     rv_future *awaiting;       /* future it waits on (referenced), for teardown */
     rv__waiter *awaiting_rec;
 };

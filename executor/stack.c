@@ -204,6 +204,7 @@ bool rv__stack_canary_ok(const rv__stack *s)
 /* ------------------------------------------------------------------------- */
 /* Overflow report                                                            */
 
+#if !defined(RV_ASAN) && !defined(RV_TSAN)
 static struct sigaction previous_segv;
 static pthread_once_t segv_once = PTHREAD_ONCE_INIT;
 
@@ -290,6 +291,7 @@ static void install_segv(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGSEGV, &sa, &previous_segv);
 }
+#endif
 
 int rv__overflow_handler_install(rv__worker *w)
 {

@@ -322,7 +322,10 @@ void rv__task_run(rv__worker *w, rv_task *t)
         return;
     case RV_SWITCH_YIELD:
         rv__atomic_store_relaxed(&t->sched, RV_SCHED_QUEUED);
-        rv__schedule_yielded(w, &t->job);
+        if (t->pinned)
+            rv__schedule_pinned(t->pin, &t->job); /* never the stealable queue */
+        else
+            rv__schedule_yielded(w, &t->job);
         return;
     case RV_SWITCH_PARK: {
         uint8_t expected = RV_SCHED_RUNNING;
@@ -398,6 +401,8 @@ void rv__task_abandon(rv__worker *w, rv_task *t)
         t->awaiting = NULL;
         rv_future_release(f);
     }
+    if (t->timer)
+        rv__task_timer_disarm(t->timer); /* its fiber will never do it */
     if (t->stack) {
         rv__fiber_destroy(&t->fiber);
         rv__stack_put(w, t->stack);
@@ -648,6 +653,7 @@ rv__task_timer *rv__task_timer_arm(rv_task *t, int64_t deadline_ns)
     rv__atomic_store_relaxed(&tt->expired, 0);
     tt->task = rv_task_ref(t);
     rv__wheel_insert(&w->wheel, &tt->timer);
+    t->timer = tt;
     return tt;
 }
 
@@ -655,6 +661,7 @@ bool rv__task_timer_expired(rv__task_timer *tt) { return rv__atomic_load_acquire
 
 void rv__task_timer_disarm(rv__task_timer *tt)
 {
+    tt->task->timer = NULL;
     uint8_t expected = RV_TIMER_PENDING;
     if (rv__atomic_cas_acq_rel(&tt->timer.state, &expected, RV_TIMER_CANCELLED)) {
         rv__worker *w = rv__tls_worker();

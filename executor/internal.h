@@ -36,12 +36,22 @@ enum rv__job_kind {
     RV_JOB_CALLBACK,   /* rv_call_soon handle */
     RV_JOB_FUTURE_CBS, /* a future's done callbacks, run in registration order */
     RV_JOB_TIMER_ARM,  /* insert a timer into the running worker's wheel */
+    RV_JOB_BATCH,      /* overflow from a local queue: an array of jobs */
 };
 
 typedef struct rv__job {
     rv__mpsc_node node; /* first: queues link jobs through it */
     uint8_t kind;
 } rv__job;
+
+/* Half a local queue moved to the inject queue in one node: the consumer
+ * copies an array of pointers instead of chasing a list through memory the
+ * producer's core just wrote (one cache miss per task). */
+typedef struct rv__batch {
+    rv__job job;
+    uint32_t count;
+    rv__job *jobs[RV_LOCAL_QUEUE_SIZE / 2 + 1];
+} rv__batch;
 
 /* ------------------------------------------------------------------------- */
 /* Timers                                                                     */
@@ -248,6 +258,7 @@ typedef struct rv__worker {
     rv__mpsc inbox;
     rv__poller poller;
     rv__counters stats;
+    _Atomic uint64_t spawned, finished; /* tasks counted here (owner writes) */
 
     /* Owner-only fields. */
     RV_CACHE_ALIGNED rv_runtime *rt;
@@ -267,6 +278,10 @@ typedef struct rv__worker {
     void *overflow_batch[RV_LOCAL_QUEUE_SIZE / 2];
     int64_t unparked_at;                /* for busy_ns */
 
+    rv__job *task_cache;    /* spare task objects (owner only) */
+    unsigned task_cache_n;
+    uint64_t next_id, id_limit; /* a block of task ids */
+
     rv__stack *free_stacks; /* stacks ready for reuse */
     unsigned free_hot;      /* how many of them are still resident */
     void *alt_stack;
@@ -283,8 +298,12 @@ struct rv_runtime {
     RV_CACHE_ALIGNED _Atomic uint32_t searching; /* workers looking for work */
     RV_CACHE_ALIGNED _Atomic uint64_t *sleepers; /* bitmask of parked workers */
     unsigned sleeper_words;
-    RV_CACHE_ALIGNED _Atomic uint64_t live_tasks;
-    _Atomic uint32_t all_done;  /* futex word: live_tasks reached 0 while closing */
+    /* Tasks spawned / ended outside any worker of this runtime; the rest are
+     * counted per worker (see rv__live_tasks). */
+    RV_CACHE_ALIGNED _Atomic uint64_t remote_spawned;
+    _Atomic uint64_t remote_finished;
+    _Atomic uint32_t all_done;  /* futex word: no live task while closing */
+    rv__mpsc task_depot;        /* spare task objects, shared by the workers */
     _Atomic int closing;        /* no new work; tasks cancelled */
     _Atomic int stopping;       /* workers leave their loops */
     _Atomic int shut_down;      /* rv_runtime_shutdown finished */
@@ -336,6 +355,12 @@ void rv__stack_put(rv__worker *w, rv__stack *s);
 bool rv__stack_canary_ok(const rv__stack *s);
 int rv__overflow_handler_install(rv__worker *w);
 void rv__overflow_handler_remove(rv__worker *w);
+
+/* Live task count: spawned minus ended, summed over the workers. Never less
+ * than the true count at the time of the call (ended counters are read first). */
+uint64_t rv__live_tasks(rv_runtime *rt);
+/* Runtime teardown: free the spare task objects. */
+void rv__task_cache_fini(rv_runtime *rt);
 
 /* Task registry (task.c). */
 void rv__registry_add(rv__worker *w, rv_task *t);

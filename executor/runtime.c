@@ -134,6 +134,7 @@ int rv_runtime_new(rv_runtime **out, const rv_config *cfg)
     rt->stack_size = stack < RV_MIN_STACK ? RV_MIN_STACK : stack;
     rt->start_ns = rv_now();
     rv__mpsc_init(&rt->inject);
+    rv__mpsc_init(&rt->task_depot);
 
     int rc = rv__stacks_init(rt);
     if (rc) {
@@ -201,7 +202,7 @@ int rv_runtime_new(rv_runtime **out, const rv_config *cfg)
 
 static void report_stragglers(rv_runtime *rt)
 {
-    uint64_t live = rv__atomic_load_seq_cst(&rt->live_tasks);
+    uint64_t live = rv__live_tasks(rt);
     fprintf(stderr, "ravel: shutdown deadline passed with %llu task(s) still running:\n",
             (unsigned long long)live);
     uint64_t listed = 0;
@@ -238,14 +239,13 @@ int rv_runtime_shutdown(rv_runtime *rt, int64_t timeout_ns)
     }
 
     int rc = 0;
-    while (rv__atomic_load_seq_cst(&rt->live_tasks) > 0) {
+    while (rv__live_tasks(rt) > 0) {
         /* Bounded waits: a missed futex wake costs at most 10 ms. */
         int64_t step = rv_now() + 10000000;
         if (deadline >= 0 && deadline < step)
             step = deadline;
         rv__futex_wait_set(&rt->all_done, step);
-        if (deadline >= 0 && rv_now() >= deadline &&
-            rv__atomic_load_seq_cst(&rt->live_tasks) > 0) {
+        if (deadline >= 0 && rv_now() >= deadline && rv__live_tasks(rt) > 0) {
             report_stragglers(rt);
             rc = -ETIMEDOUT;
             break;
@@ -260,9 +260,15 @@ int rv_runtime_shutdown(rv_runtime *rt, int64_t timeout_ns)
 static void drop_job(rv__worker *w, rv__job *job)
 {
     switch (job->kind) {
-    case RV_JOB_TASK:
-        rv__task_abandon(w, rv__task_of_job(job));
+    case RV_JOB_TASK: {
+        /* Queued and registered at once (woken just before the stop): take
+         * it off the list so it is abandoned exactly once. */
+        rv_task *t = rv__task_of_job(job);
+        if (t->registered)
+            rv__registry_remove(t);
+        rv__task_abandon(w, t);
         break;
+    }
     case RV_JOB_CALLBACK:
     case RV_JOB_TIMER_ARM:
         rv__handle_release_internal((rv_handle *)job);
@@ -270,6 +276,13 @@ static void drop_job(rv__worker *w, rv__job *job)
     case RV_JOB_FUTURE_CBS:
         rv__future_drop_callbacks(job);
         break;
+    case RV_JOB_BATCH: {
+        rv__batch *b = (rv__batch *)job;
+        for (uint32_t i = 0; i < b->count; i++)
+            drop_job(w, b->jobs[i]);
+        rv__free(b, sizeof *b);
+        break;
+    }
     }
 }
 
@@ -308,25 +321,24 @@ int rv_runtime_free(rv_runtime *rt)
     else if (!rv__atomic_load_acquire(&rt->shut_down))
         stop_workers(rt); /* another thread's shutdown is still waiting */
 
-    /* Stragglers: tasks still registered, then whatever the queues hold.
-     * Abandoning a task can wake others into the queues, so repeat. */
-    for (int round = 0; round < 3; round++) {
-        for (unsigned i = 0; i < rt->nworkers; i++) {
-            rv__worker *w = &rt->workers[i];
-            while (w->tasks) {
-                rv_task *t = w->tasks;
-                rv__registry_remove(t);
-                rv__task_abandon(w, t);
-            }
+    /* Whatever the queues hold, then the stragglers still parked. Abandoning
+     * wakes nobody (waiters of an abandoned future are abandoned too), so
+     * one pass of each suffices. */
+    drain(rt);
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        rv__worker *w = &rt->workers[i];
+        while (w->tasks) {
+            rv_task *t = w->tasks;
+            rv__registry_remove(t);
+            rv__task_abandon(w, t);
         }
-        drain(rt);
     }
     for (unsigned i = 0; i < rt->nworkers; i++) {
         rv__worker *w = &rt->workers[i];
         rv__wheel_clear(&w->wheel);
-        drain(rt); /* dropped timers may have released jobs; harmless if not */
         w->free_stacks = NULL; /* the memory belongs to the slabs */
     }
+    rv__task_cache_fini(rt);
     free_runtime(rt);
     return 0;
 }
@@ -366,7 +378,7 @@ int rv_runtime_stats_get(rv_runtime *rt, rv_runtime_stats *out)
     memset(&s, 0, sizeof s);
     s.size = out->size;
     s.workers = rt->nworkers;
-    s.live_tasks = rv__atomic_load_relaxed(&rt->live_tasks);
+    s.live_tasks = rv__live_tasks(rt);
     int64_t inject = rv__atomic_load_relaxed(&rt->inject.len);
     s.inject_depth = inject > 0 ? (uint64_t)inject : 0;
     memcpy(out, &s, out->size);

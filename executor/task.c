@@ -45,6 +45,133 @@
 #include "executor/task_internal.h"
 
 static _Atomic uint64_t next_task_id = 1;
+#define RV_ID_BLOCK 1024
+
+/* Task objects are recycled through a per-worker cache, so the common spawn
+ * and end never reach the allocator: a task spawned on one worker and ended on
+ * another would otherwise be a cross-thread free every time. A cache over its
+ * limit moves half to the runtime's depot (an MPSC queue any worker may claim),
+ * where workers that spawn more than they end refill from. Under ASan the
+ * cache is off so that use-after-free of a task stays detectable. */
+#ifdef RV_ASAN
+#define RV_TASK_CACHE_MAX 0
+#else
+#define RV_TASK_CACHE_MAX 1024
+#endif
+#define RV_TASK_DEPOT_BATCH 512
+#define RV_TASK_DEPOT_MAX (64 * 1024)
+
+static void cache_push(rv__worker *w, rv_task *t)
+{
+    rv__atomic_store_relaxed(&t->job.node.next, &w->task_cache->node);
+    w->task_cache = &t->job;
+    w->task_cache_n++;
+}
+
+static void cache_refill(rv__worker *w)
+{
+    rv__mpsc *depot = &w->rt->task_depot;
+    if (rv__mpsc_len(depot) <= 0 || !rv__mpsc_try_claim(depot))
+        return;
+    for (int i = 0; i < RV_TASK_DEPOT_BATCH; i++) {
+        rv__mpsc_node *n = rv__mpsc_pop(depot);
+        if (!n)
+            break;
+        cache_push(w, rv__task_of_job((rv__job *)n));
+    }
+    rv__mpsc_unclaim(depot);
+}
+
+static rv_task *task_alloc(rv__worker *w)
+{
+    if (RV_TASK_CACHE_MAX && w) {
+        if (!w->task_cache)
+            cache_refill(w);
+        rv__job *j = w->task_cache;
+        if (j) {
+            w->task_cache = (rv__job *)rv__atomic_load_relaxed(&j->node.next);
+            w->task_cache_n--;
+            return rv__task_of_job(j);
+        }
+    }
+    return rv__alloc(sizeof(rv_task));
+}
+
+static void task_memory_free(rv_task *t)
+{
+    rv__worker *w = rv__tls_worker();
+    if (!RV_TASK_CACHE_MAX || !w || rv__atomic_load_relaxed(&w->rt->closing)) {
+        rv__free(t, sizeof *t);
+        return;
+    }
+    cache_push(w, t);
+    if (w->task_cache_n <= RV_TASK_CACHE_MAX)
+        return;
+    /* Over the limit: hand a batch to the depot, or back to the allocator. */
+    rv__job *first = w->task_cache, *last = first;
+    for (int i = 1; i < RV_TASK_DEPOT_BATCH; i++)
+        last = (rv__job *)rv__atomic_load_relaxed(&last->node.next);
+    w->task_cache = (rv__job *)rv__atomic_load_relaxed(&last->node.next);
+    w->task_cache_n -= RV_TASK_DEPOT_BATCH;
+    if (rv__mpsc_len(&w->rt->task_depot) < RV_TASK_DEPOT_MAX) {
+        rv__mpsc_push_chain(&w->rt->task_depot, &first->node, &last->node, RV_TASK_DEPOT_BATCH);
+        return;
+    }
+    for (rv__job *j = first, *next; j != NULL; j = next) {
+        next = j == last ? NULL : (rv__job *)rv__atomic_load_relaxed(&j->node.next);
+        rv__free(rv__task_of_job(j), sizeof(rv_task));
+    }
+}
+
+void rv__task_cache_fini(rv_runtime *rt)
+{
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        rv__worker *w = &rt->workers[i];
+        while (w->task_cache) {
+            rv__job *j = w->task_cache;
+            w->task_cache = (rv__job *)rv__atomic_load_relaxed(&j->node.next);
+            rv__free(rv__task_of_job(j), sizeof(rv_task));
+        }
+        w->task_cache_n = 0;
+    }
+    rv__mpsc_node *n;
+    while ((n = rv__mpsc_pop(&rt->task_depot)))
+        rv__free(rv__task_of_job((rv__job *)n), sizeof(rv_task));
+}
+
+/* Counters are written by their own worker only: a plain load and a release
+ * store (the release pairs with rv__live_tasks' acquire loads). */
+static void bump(_Atomic uint64_t *c)
+{
+    rv__atomic_store_release(c, rv__atomic_load_relaxed(c) + 1);
+}
+
+uint64_t rv__live_tasks(rv_runtime *rt)
+{
+    /* Ended counts first: a task counted as ended was counted as spawned
+     * before (its spawn happens-before its end through the queues), so reading
+     * spawned afterwards never under-counts. */
+    uint64_t ended = rv__atomic_load_acquire(&rt->remote_finished);
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        ended += rv__atomic_load_acquire(&rt->workers[i].finished);
+    rv__fence_seq_cst();
+    uint64_t spawned = rv__atomic_load_acquire(&rt->remote_spawned);
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        spawned += rv__atomic_load_acquire(&rt->workers[i].spawned);
+    return spawned > ended ? spawned - ended : 0;
+}
+
+static void count_ended(rv_runtime *rt, rv__worker *w)
+{
+    if (w)
+        bump(&w->finished);
+    else
+        rv__atomic_fetch_add_release(&rt->remote_finished, 1);
+    if (rv__atomic_load_acquire(&rt->closing) && rv__live_tasks(rt) == 0) {
+        rv__atomic_store_seq_cst(&rt->all_done, 1);
+        rv__futex_wake_all(&rt->all_done);
+    }
+}
 
 /* Names are never freed before the task: a reader on another thread may hold
  * the old one. Renames chain the previous block. */
@@ -164,34 +291,38 @@ int rv_spawn(rv_runtime *rt, rv_task_fn fn, void *arg, const rv_spawn_opts *opts
     if (opts && (opts->size == 0 || opts->size > sizeof(rv_spawn_opts)))
         return -EINVAL;
 
-    /* seq_cst pair with rv_runtime_shutdown: it sets closing and then reads
-     * live_tasks; we count ourselves and then read closing. One of the two
-     * sees the other, so no task slips in after the final count. */
-    rv__atomic_fetch_add_seq_cst(&rt->live_tasks, 1);
-    if (rv__atomic_load_seq_cst(&rt->closing)) {
-        rv__atomic_fetch_sub_seq_cst(&rt->live_tasks, 1);
+    /* A spawn racing with the start of shutdown may still get in; its task
+     * then ends cancelled without running (first run, or teardown's drain). */
+    if (rv__atomic_load_acquire(&rt->closing))
         return -ESHUTDOWN;
-    }
-
-    rv_task *t = rv__alloc(sizeof *t);
-    if (!t) {
-        rv__atomic_fetch_sub_seq_cst(&rt->live_tasks, 1);
+    bool local = w && w->rt == rt;
+    rv_task *t = task_alloc(local ? w : NULL);
+    if (!t)
         return -ENOMEM;
-    }
     memset((char *)t + sizeof t->fut, 0, sizeof *t - sizeof t->fut);
     rv__future_init(&t->fut, rt, true);
     if (opts && opts->name) {
         char *name = name_new(opts->name, NULL);
         if (!name) {
             rv__free(t, sizeof *t);
-            rv__atomic_fetch_sub_seq_cst(&rt->live_tasks, 1);
             return -ENOMEM;
         }
         rv__atomic_store_relaxed(&t->name, name);
     }
     t->fn = fn;
     t->arg = arg;
-    t->id = rv__atomic_fetch_add_relaxed(&next_task_id, 1);
+    if (local) {
+        if (w->next_id == w->id_limit) {
+            w->next_id = rv__atomic_fetch_add_relaxed(&next_task_id, RV_ID_BLOCK);
+            w->id_limit = w->next_id + RV_ID_BLOCK;
+        }
+        t->id = w->next_id++;
+        bump(&w->spawned);
+    } else {
+        t->id = rv__atomic_fetch_add_relaxed(&next_task_id, 1);
+        /* release: pairs with rv__live_tasks' acquire (see there). */
+        rv__atomic_fetch_add_release(&rt->remote_spawned, 1);
+    }
     t->job.kind = RV_JOB_TASK;
     t->stack_size = rt->stack_size;
     if (opts && opts->stack_size) {
@@ -277,13 +408,7 @@ static void finish(rv__worker *w, rv_task *t, int rc, void *value)
         rv__future_complete(&t->fut, RV_FUT_RESULT, value, 0, NULL);
     }
 
-    /* seq_cst: pairs with rv_runtime_shutdown's store of closing and load of
-     * live_tasks (see rv_spawn). */
-    if (rv__atomic_fetch_sub_seq_cst(&rt->live_tasks, 1) == 1 &&
-        rv__atomic_load_seq_cst(&rt->closing)) {
-        rv__atomic_store_seq_cst(&rt->all_done, 1);
-        rv__futex_wake_all(&rt->all_done);
-    }
+    count_ended(rt, w);
     rv_future_release(&t->fut);
 }
 
@@ -377,7 +502,7 @@ void rv__task_free(rv_task *t)
     rv__free_str(t->error_msg);
     if (t->locals)
         rv__free(t->locals, sizeof(void *) * RV_TASK_LOCAL_KEYS);
-    rv__free(t, sizeof *t);
+    task_memory_free(t);
 }
 
 void rv__task_abandon(rv__worker *w, rv_task *t)
@@ -411,7 +536,7 @@ void rv__task_abandon(rv__worker *w, rv_task *t)
     t->registered = false;
     rv__atomic_store_release(&t->sched, RV_SCHED_DONE);
     rv__future_abandon(&t->fut);
-    rv__atomic_fetch_sub_seq_cst(&t->fut.rt->live_tasks, 1);
+    count_ended(t->fut.rt, NULL);
     rv_future_release(&t->fut);
 }
 

@@ -194,7 +194,18 @@ static void push_local(rv__worker *w, rv__job *job)
         push_inject(w->rt, job);
         return;
     }
-    /* Link the moved half and the new job into one chain: one exchange. */
+    rv__batch *b = rv__alloc(sizeof *b);
+    if (b) {
+        b->job.kind = RV_JOB_BATCH;
+        memcpy(b->jobs, w->overflow_batch, n * sizeof(rv__job *));
+        b->jobs[n] = job;
+        b->count = n + 1;
+        rv__mpsc_push(&w->rt->inject, &b->job.node);
+        count(&w->stats.overflows, 1);
+        return;
+    }
+    /* No memory for a batch: link the moved half and the new job into one
+     * chain instead (one exchange, slower to consume). */
     rv__job *first = w->overflow_batch[0];
     rv__job *prev = first;
     for (uint32_t i = 1; i < n; i++) {
@@ -265,7 +276,17 @@ static rv__job *pop_pinned(rv__worker *w)
     return j;
 }
 
-/* Take a batch from the inject queue: run the first job, queue the rest. */
+/* Queue a batch's jobs locally and return the first to run. */
+static rv__job *unpack_batch(rv__worker *w, rv__batch *b)
+{
+    rv__job *first = b->jobs[0];
+    for (uint32_t i = 1; i < b->count; i++)
+        push_local(w, b->jobs[i]);
+    rv__free(b, sizeof *b);
+    return first;
+}
+
+/* Take from the inject queue: run the first job, queue the rest. */
 static rv__job *take_inject(rv__worker *w)
 {
     rv_runtime *rt = w->rt;
@@ -277,6 +298,10 @@ static rv__job *take_inject(rv__worker *w)
     if (want > room)
         want = room > 1 ? room : 1;
     rv__job *first = (rv__job *)rv__mpsc_pop(&rt->inject);
+    if (first && first->kind == RV_JOB_BATCH) {
+        rv__mpsc_unclaim(&rt->inject);
+        return unpack_batch(w, (rv__batch *)first);
+    }
     for (int64_t i = 1; first && i < want; i++) {
         rv__job *j = (rv__job *)rv__mpsc_pop(&rt->inject);
         if (!j)
@@ -309,8 +334,16 @@ static rv__job *next_job(rv__worker *w)
     }
     w->lifo_runs = 0;
     j = rv__deque_pop(&w->runq);
-    if (j)
+    if (j) {
+        /* Start pulling the next task's first lines into our cache while this
+         * one runs: a task spawned on another core is a cache miss here. */
+        rv__job *next = rv__deque_peek(&w->runq);
+        if (next) {
+            __builtin_prefetch(next);
+            __builtin_prefetch((char *)next - offsetof(rv_task, job), 1);
+        }
         return j;
+    }
     if (rv__mpsc_len(&w->inbox) > 0 && (j = (rv__job *)rv__mpsc_pop(&w->inbox)))
         return j;
     return take_inject(w);
@@ -503,6 +536,9 @@ static void run_job(rv__worker *w, rv__job *job)
         break;
     case RV_JOB_TIMER_ARM:
         rv__handle_arm(w, job);
+        break;
+    case RV_JOB_BATCH:
+        run_job(w, unpack_batch(w, (rv__batch *)job));
         break;
     }
 }

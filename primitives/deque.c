@@ -125,6 +125,15 @@ void *rv__deque_steal_into(rv__deque *victim, rv__deque *dst, uint32_t *moved)
     return ret;
 }
 
+void *rv__deque_peek(rv__deque *q)
+{
+    uint64_t head = rv__atomic_load_relaxed(&q->head);
+    uint32_t real = real_of(head);
+    if (real == rv__atomic_load_relaxed(&q->tail))
+        return NULL;
+    return rv__atomic_load_relaxed(&q->slots[real & RV_DEQUE_MASK]);
+}
+
 uint32_t rv__deque_len(rv__deque *q)
 {
     uint64_t head = rv__atomic_load_acquire(&q->head);

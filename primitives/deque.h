@@ -52,6 +52,9 @@ void rv__deque_init(rv__deque *q, uint32_t start);
 int rv__deque_push(rv__deque *q, void *item, void **batch, uint32_t *batch_n);
 /* Owner only. NULL when empty. */
 void *rv__deque_pop(rv__deque *q);
+/* Owner only: the item the next pop would return (NULL if none), for
+ * prefetching; it may be stolen before that pop. */
+void *rv__deque_peek(rv__deque *q);
 /* Thief: move about half of `victim` into `dst` (which the caller owns) and
  * return one of the moved items to run now, or NULL. *moved gets the count. */
 void *rv__deque_steal_into(rv__deque *victim, rv__deque *dst, uint32_t *moved);

@@ -282,8 +282,9 @@ typedef struct rv__worker {
     unsigned task_cache_n;
     uint64_t next_id, id_limit; /* a block of task ids */
 
-    rv__stack *free_stacks; /* stacks ready for reuse */
-    unsigned free_hot;      /* how many of them are still resident */
+    rv__stack *free_stacks; /* resident stacks ready for reuse */
+    unsigned free_hot;      /* how many */
+    rv__stack *cold_stacks; /* stacks whose pages went back to the kernel */
     void *alt_stack;
 
     /* Task registry: tasks that have suspended at least once and not ended.
@@ -351,6 +352,9 @@ int rv__stacks_init(rv_runtime *rt);
 void rv__stacks_fini(rv_runtime *rt);
 rv__stack *rv__stack_get(rv__worker *w, size_t size);
 void rv__stack_put(rv__worker *w, rv__stack *s);
+/* Release the pages of some pooled stacks beyond the resident limit (idle
+ * time only). Returns true while more remain to trim. */
+bool rv__stack_trim(rv__worker *w);
 /* Canary below each stack: checked when a task suspends and ends. */
 bool rv__stack_canary_ok(const rv__stack *s);
 int rv__overflow_handler_install(rv__worker *w);

@@ -336,7 +336,7 @@ int rv_runtime_free(rv_runtime *rt)
     for (unsigned i = 0; i < rt->nworkers; i++) {
         rv__worker *w = &rt->workers[i];
         rv__wheel_clear(&w->wheel);
-        w->free_stacks = NULL; /* the memory belongs to the slabs */
+        w->free_stacks = w->cold_stacks = NULL; /* the memory belongs to the slabs */
     }
     rv__task_cache_fini(rt);
     free_runtime(rt);

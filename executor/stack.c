@@ -5,10 +5,10 @@
  * (MAP_NORESERVE: only touched pages cost memory; MADV_NOHUGEPAGE: a stack
  * never gets a 2 MiB page behind its first byte). A task takes a stack when it
  * first runs, not when it is spawned, and gives it back to the pool of the
- * worker it ends on. A pool keeps RV_HOT_STACKS stacks resident for instant
- * reuse; stacks beyond that are returned to the kernel with MADV_DONTNEED
- * before they are pooled, so a burst of a million tasks does not pin its
- * memory after it ends.
+ * worker it ends on, with no system call on that path. Pools keep at most
+ * RV_HOT_STACKS stacks resident: a worker about to park (so, in idle time)
+ * returns the pages of the excess to the kernel with MADV_DONTNEED, so a
+ * burst of a million tasks does not pin its memory after it ends.
  *
  * Guards: below each stack sits one guard page. Where the kernel has
  * MADV_GUARD_INSTALL (Linux 6.13+), the guard costs no memory and does not
@@ -43,7 +43,8 @@
 #endif
 
 #define RV_STACKS_PER_SLAB 64
-#define RV_HOT_STACKS 64
+#define RV_HOT_STACKS 256
+#define RV_TRIM_CHUNK 64
 #define RV_MAX_MPROTECT_GUARDS 8192
 #define RV_CANARY 0x5241564c43414e59ULL /* "RAVLCANY" */
 
@@ -154,28 +155,35 @@ static void set_canary(rv__stack *s)
         *(uint64_t *)s->lo = RV_CANARY;
 }
 
-rv__stack *rv__stack_get(rv__worker *w, size_t size)
+static rv__stack *take_from(rv__stack **pp, size_t size)
 {
-    rv__stack **pp = &w->free_stacks;
     /* Pools hold stacks of the default size almost always; a custom size is
      * searched for (first fit of equal size). */
     for (rv__stack *s = *pp; s; pp = &s->next, s = s->next) {
         if (s->size == size) {
             *pp = s->next;
-            if (!s->cold)
-                w->free_hot--;
-            s->cold = false;
-            set_canary(s);
             return s;
         }
     }
-    rv__stack *s = carve(w, size);
-    if (!s) {
-        if (!slab_new(w->rt, size))
-            return NULL;
+    return NULL;
+}
+
+rv__stack *rv__stack_get(rv__worker *w, size_t size)
+{
+    rv__stack *s = take_from(&w->free_stacks, size);
+    if (s) {
+        w->free_hot--;
+    } else if ((s = take_from(&w->cold_stacks, size))) {
+        s->cold = false;
+    } else {
         s = carve(w, size);
-        if (!s)
-            return NULL;
+        if (!s) {
+            if (!slab_new(w->rt, size))
+                return NULL;
+            s = carve(w, size);
+            if (!s)
+                return NULL;
+        }
     }
     set_canary(s);
     return s;
@@ -183,17 +191,26 @@ rv__stack *rv__stack_get(rv__worker *w, size_t size)
 
 void rv__stack_put(rv__worker *w, rv__stack *s)
 {
-    if (w->free_hot >= RV_HOT_STACKS) {
-        /* Keep the top page (where the next task starts) and drop the rest. */
-        size_t ps = page_size();
+    s->next = w->free_stacks;
+    w->free_stacks = s;
+    w->free_hot++;
+}
+
+bool rv__stack_trim(rv__worker *w)
+{
+    size_t ps = page_size();
+    for (int i = 0; i < RV_TRIM_CHUNK && w->free_hot > RV_HOT_STACKS; i++) {
+        rv__stack *s = w->free_stacks;
+        w->free_stacks = s->next;
+        w->free_hot--;
+        /* Keep the top page, where the next task starts. */
         if (s->size > ps)
             madvise(s->lo, s->size - ps, MADV_DONTNEED);
         s->cold = true;
-    } else {
-        w->free_hot++;
+        s->next = w->cold_stacks;
+        w->cold_stacks = s;
     }
-    s->next = w->free_stacks;
-    w->free_stacks = s;
+    return w->free_hot > RV_HOT_STACKS;
 }
 
 bool rv__stack_canary_ok(const rv__stack *s)

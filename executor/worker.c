@@ -276,18 +276,32 @@ static rv__job *pop_pinned(rv__worker *w)
     return j;
 }
 
-/* Queue a batch's jobs locally and return the first to run. */
-static rv__job *unpack_batch(rv__worker *w, rv__batch *b)
+/* Queue a batch's jobs locally, as many as fit, and return the first to run.
+ * What does not fit goes back to the inject queue in the same block: pushing
+ * it into a full ring would only overflow it straight back. */
+static rv__job *unpack_batch(rv__worker *w, rv__batch *b, bool fill)
 {
     rv__job *first = b->jobs[0];
-    for (uint32_t i = 1; i < b->count; i++)
+    uint32_t room = fill ? RV_LOCAL_QUEUE_SIZE - rv__deque_len(&w->runq) : 0;
+    uint32_t n = b->count - 1 < room ? b->count - 1 : room;
+    for (uint32_t i = 1; i <= n; i++)
         push_local(w, b->jobs[i]);
-    rv__free(b, sizeof *b);
+    uint32_t left = b->count - 1 - n;
+    if (left) {
+        memmove(b->jobs, b->jobs + 1 + n, left * sizeof(rv__job *));
+        b->count = left;
+        rv__mpsc_push(&w->rt->inject, &b->job.node);
+    } else {
+        rv__free(b, sizeof *b);
+    }
     return first;
 }
 
-/* Take from the inject queue: run the first job, queue the rest. */
-static rv__job *take_inject(rv__worker *w)
+/* Take from the inject queue. With `fill` (our queue ran dry) take a fair
+ * share and queue all but the first locally; without it (the fairness tick,
+ * our queue still has work) take just one job, as moving a batch into a busy
+ * queue would only push the queue's own work back out. */
+static rv__job *take_inject(rv__worker *w, bool fill)
 {
     rv_runtime *rt = w->rt;
     int64_t len = rv__mpsc_len(&rt->inject);
@@ -300,8 +314,10 @@ static rv__job *take_inject(rv__worker *w)
     rv__job *first = (rv__job *)rv__mpsc_pop(&rt->inject);
     if (first && first->kind == RV_JOB_BATCH) {
         rv__mpsc_unclaim(&rt->inject);
-        return unpack_batch(w, (rv__batch *)first);
+        return unpack_batch(w, (rv__batch *)first, fill);
     }
+    if (!fill)
+        want = 1;
     for (int64_t i = 1; first && i < want; i++) {
         rv__job *j = (rv__job *)rv__mpsc_pop(&rt->inject);
         if (!j)
@@ -315,7 +331,7 @@ static rv__job *take_inject(rv__worker *w)
 static rv__job *next_job(rv__worker *w)
 {
     if (w->tick % RV_INJECT_INTERVAL == 0) {
-        rv__job *j = take_inject(w);
+        rv__job *j = take_inject(w, false);
         if (j)
             return j;
     }
@@ -346,7 +362,7 @@ static rv__job *next_job(rv__worker *w)
     }
     if (rv__mpsc_len(&w->inbox) > 0 && (j = (rv__job *)rv__mpsc_pop(&w->inbox)))
         return j;
-    return take_inject(w);
+    return take_inject(w, true);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -418,7 +434,7 @@ static rv__job *steal(rv__worker *w)
     rv_runtime *rt = w->rt;
     unsigned n = rt->nworkers;
     if (n < 2)
-        return take_inject(w);
+        return take_inject(w, true);
     unsigned start = next_random(w) % n;
     for (unsigned i = 0; i < n; i++) {
         unsigned v = (start + i) % n;
@@ -448,7 +464,7 @@ static rv__job *steal(rv__worker *w)
             w->last_polls[v] = polls;
         }
     }
-    return take_inject(w);
+    return take_inject(w, true);
 }
 
 /* True when another worker has a LIFO occupant: park briefly, then look again
@@ -479,6 +495,11 @@ static void park(rv__worker *w)
         start_searching(w);
         return;
     }
+    /* Idle: give back the memory of surplus pooled stacks, a chunk at a
+     * time, as long as no work shows up. */
+    while (rv__stack_trim(w))
+        if (work_visible(w))
+            return;
     _Atomic uint64_t *word = &rt->sleepers[w->index / 64];
     uint64_t bit = 1ULL << (w->index % 64);
     rv__atomic_fetch_or_seq_cst(word, bit);
@@ -538,7 +559,7 @@ static void run_job(rv__worker *w, rv__job *job)
         rv__handle_arm(w, job);
         break;
     case RV_JOB_BATCH:
-        run_job(w, unpack_batch(w, (rv__batch *)job));
+        run_job(w, unpack_batch(w, (rv__batch *)job, true));
         break;
     }
 }

@@ -1,0 +1,887 @@
+/* ravel-bench.c - the workloads of WORKLOADS.md, run on ravel.
+ *
+ *   ravel-bench --workers N [--quick] [--runs R] [--verbose] [--counters] [W1 W1r ...]
+ *
+ * Each workload runs once untimed (warm-up), then R times (5 unless --runs
+ * says otherwise), and prints one line on stdout:
+ *
+ *   RESULT <name> ravel workers=<n> <main>=<median> [<key>=<median> ...]
+ *          <main>_min=.. <main>_max=..        (all on one line)
+ *
+ * Progress and diagnostics go to stderr, so stdout holds only RESULT lines.
+ *
+ * How every run is built (the same for all workloads, so they compare):
+ * - A fresh runtime per run, with cfg.workers = N, shut down and freed after.
+ * - The driver (the spawner, or the task that recurses for fib) is itself a
+ *   task in that runtime, except in W1r whose point is spawning from a plain
+ *   thread; the main thread blocks on the driver's future.
+ * - The clock (CLOCK_MONOTONIC) starts just before the first operation and
+ *   stops just after the completion signal: an rv_future that the last task
+ *   to finish completes ("finish line" below).
+ * - Every wait has a deadline (WAIT_TIMEOUT_NS); a missed one prints the
+ *   runtime's counters and aborts, so a hang in the library shows as a crash
+ *   with a message rather than a stuck benchmark.
+ */
+#define _GNU_SOURCE
+#include <ravel.h>
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "bench-stats.h"
+
+#define NS_PER_MS INT64_C(1000000)
+#define NS_PER_S INT64_C(1000000000)
+
+/* How long the completion signal may take; the main thread gives the whole
+ * driver twice that, so the driver's more specific message comes first. */
+#define WAIT_TIMEOUT_NS (60 * NS_PER_S)
+#define DRIVER_TIMEOUT_NS (2 * WAIT_TIMEOUT_NS)
+#define SHUTDOWN_TIMEOUT_NS (10 * NS_PER_S)
+
+#define DEFAULT_RUNS 5
+#define MAX_RUNS 1000
+#define MAX_METRICS 4
+
+typedef struct bench_opts {
+    unsigned workers;
+    int runs;
+    bool quick;
+    bool verbose;
+} bench_opts;
+
+/* The workload being measured, for error messages. Written by the main thread
+ * before each workload starts its runtimes, read by tasks after. */
+static const char *current_workload = "ravel-bench";
+/* --counters: print each runtime's counters on stderr before freeing it. */
+static bool print_counters;
+
+/* ------------------------------------------------------------------------- */
+/* Failing loudly                                                             */
+
+static void die_call(const char *expr, int rc, const char *file, int line)
+{
+    fprintf(stderr, "ravel-bench: %s: %s:%d: %s failed: %s (%s)\n", current_workload, file, line,
+            expr, rv_err_name(rc), rv_strerror(rc));
+    abort();
+}
+
+/* Every ravel call in the bench goes through CHECK: an error is a bug in the
+ * library or the bench, never something to measure around. */
+#define CHECK(call)                                                                                \
+    do {                                                                                           \
+        int check_rc_ = (call);                                                                    \
+        if (check_rc_ < 0)                                                                         \
+            die_call(#call, check_rc_, __FILE__, __LINE__);                                        \
+    } while (0)
+
+static void dump_runtime(rv_runtime *rt)
+{
+    rv_runtime_stats s;
+    memset(&s, 0, sizeof s);
+    s.size = sizeof s;
+    if (rt == NULL || rv_runtime_stats_get(rt, &s) < 0) {
+        fprintf(stderr, "  (no runtime counters)\n");
+        return;
+    }
+    fprintf(stderr, "  runtime: workers=%u live_tasks=%llu inject_depth=%llu\n", s.workers,
+            (unsigned long long)s.live_tasks, (unsigned long long)s.inject_depth);
+    for (unsigned i = 0; i < s.workers; i++) {
+        rv_worker_stats w;
+        if (rv_worker_stats_get(rt, i, &w) < 0)
+            continue;
+        fprintf(stderr,
+                "  worker %u: polled=%llu steals=%llu stolen=%llu overflows=%llu parks=%llu "
+                "unparks=%llu timers=%llu local_queue_depth=%llu\n",
+                i, (unsigned long long)w.tasks_polled, (unsigned long long)w.steals,
+                (unsigned long long)w.stolen_tasks, (unsigned long long)w.overflows,
+                (unsigned long long)w.parks, (unsigned long long)w.unparks,
+                (unsigned long long)w.timers_fired, (unsigned long long)w.local_queue_depth);
+    }
+}
+
+/* Wait for f, from a task or from the main thread, for at most timeout_ns.
+ * `rt` is only used for the diagnostics (NULL: the calling task's runtime). */
+static void await_or_die(rv_runtime *rt, rv_future *f, int64_t timeout_ns, const char *what)
+{
+    void *ignored;
+    int rc = rv_future_wait(f, timeout_ns, &ignored);
+    if (rc == 0)
+        return;
+    if (rt == NULL)
+        rt = rv_runtime_current();
+    if (rc == -ETIMEDOUT)
+        fprintf(stderr, "ravel-bench: %s: HANG: %s did not complete within %lld s\n",
+                current_workload, what, (long long)(timeout_ns / NS_PER_S));
+    else
+        fprintf(stderr, "ravel-bench: %s: %s failed: %s (%s)%s%s\n", current_workload, what,
+                rv_err_name(rc), rv_strerror(rc), rv_future_message(f) ? ": " : "",
+                rv_future_message(f) ? rv_future_message(f) : "");
+    dump_runtime(rt);
+    abort();
+}
+
+/* ------------------------------------------------------------------------- */
+/* Runtimes and drivers                                                       */
+
+static rv_runtime *runtime_start(unsigned workers)
+{
+    rv_config cfg;
+    rv_config_init(&cfg);
+    cfg.workers = workers;
+    rv_runtime *rt;
+    CHECK(rv_runtime_new(&rt, &cfg));
+
+    rv_runtime_stats s;
+    memset(&s, 0, sizeof s);
+    s.size = sizeof s;
+    if (rv_runtime_stats_get(rt, &s) == 0 && s.workers != workers) {
+        fprintf(stderr, "ravel-bench: %s: asked for %u workers, the runtime has %u\n",
+                current_workload, workers, s.workers);
+        abort();
+    }
+    return rt;
+}
+
+static void runtime_stop(rv_runtime *rt)
+{
+    if (print_counters) {
+        fprintf(stderr, "ravel-bench: %s: counters of the runtime just used:\n", current_workload);
+        dump_runtime(rt);
+    }
+    int rc = rv_runtime_shutdown(rt, SHUTDOWN_TIMEOUT_NS);
+    if (rc < 0) {
+        fprintf(stderr, "ravel-bench: %s: rv_runtime_shutdown: %s (%s)\n", current_workload,
+                rv_err_name(rc), rv_strerror(rc));
+        dump_runtime(rt);
+        abort();
+    }
+    CHECK(rv_runtime_free(rt));
+}
+
+/* Run driver(arg) as a task of a fresh `workers`-worker runtime and wait for
+ * it from this (plain) thread. */
+static void run_driver(unsigned workers, rv_task_fn driver, void *arg)
+{
+    rv_runtime *rt = runtime_start(workers);
+    rv_spawn_opts opts;
+    memset(&opts, 0, sizeof opts);
+    opts.size = sizeof opts;
+    opts.name = "bench-driver";
+    rv_task *task;
+    CHECK(rv_spawn(rt, driver, arg, &opts, &task));
+    await_or_die(rt, rv_task_future(task), DRIVER_TIMEOUT_NS, "the driver task");
+    CHECK(rv_task_release(task));
+    runtime_stop(rt);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Finish line: the completion signal                                         */
+
+/* `expected` arrivals; the one that brings `arrived` to `expected` completes
+ * `done`. The future has two references: the waiter's, and one that the
+ * arrivals share and the last of them drops. */
+typedef struct finish_line {
+    atomic_uint_fast64_t arrived;
+    uint64_t expected;
+    rv_future *done;
+} finish_line;
+
+static void finish_line_init(finish_line *fl, uint64_t expected, rv_runtime *rt)
+{
+    atomic_init(&fl->arrived, 0);
+    fl->expected = expected;
+    CHECK(rv_future_new(rt, &fl->done));
+    rv_future_ref(fl->done);
+}
+
+static void finish_line_arrive(finish_line *fl)
+{
+    /* Read everything before completing: once `done` is set the waiter may
+     * return and free the structure that holds `fl`. */
+    rv_future *done = fl->done;
+    uint64_t expected = fl->expected;
+    if (atomic_fetch_add_explicit(&fl->arrived, 1, memory_order_acq_rel) + 1 == expected) {
+        CHECK(rv_future_set_result(done, NULL));
+        CHECK(rv_future_release(done));
+    }
+}
+
+/* Wait for the finish line, then drop the waiter's reference. */
+static void finish_line_wait(rv_runtime *rt, finish_line *fl, const char *what)
+{
+    await_or_die(rt, fl->done, WAIT_TIMEOUT_NS, what);
+    CHECK(rv_future_release(fl->done));
+}
+
+/* ------------------------------------------------------------------------- */
+/* Repetition                                                                 */
+
+/* One run: fills metrics[0..] (the workload decides their meaning). */
+typedef void (*run_fn)(void *params, double *metrics);
+
+/* One warm-up run, discarded, then opts->runs runs; values[m][r] is metric m
+ * of run r. */
+static void repeat_runs(const bench_opts *o, const char *label, run_fn run, void *params,
+                        int metric_count, double values[][MAX_RUNS])
+{
+    double metrics[MAX_METRICS];
+    run(params, metrics);
+    for (int r = 0; r < o->runs; r++) {
+        memset(metrics, 0, sizeof metrics);
+        run(params, metrics);
+        for (int m = 0; m < metric_count; m++)
+            values[m][r] = metrics[m];
+        if (o->verbose) {
+            fprintf(stderr, "  %s run %d:", label, r + 1);
+            for (int m = 0; m < metric_count; m++)
+                fprintf(stderr, " %.3f", metrics[m]);
+            fprintf(stderr, "\n");
+        }
+    }
+}
+
+static double elapsed_s(int64_t t0, int64_t t1) { return (double)(t1 - t0) / (double)NS_PER_S; }
+
+/* ------------------------------------------------------------------------- */
+/* W1 spawn_many: a task spawns N tasks, each one atomic increment.           */
+
+typedef struct spawn_many {
+    unsigned workers;
+    uint64_t tasks;
+    finish_line fl;
+    int64_t elapsed_ns;
+} spawn_many;
+
+static int spawn_many_leaf(void *arg, void **result)
+{
+    finish_line_arrive(arg);
+    return 0;
+}
+
+static int spawn_many_driver(void *arg, void **result)
+{
+    spawn_many *w = arg;
+    finish_line_init(&w->fl, w->tasks, NULL);
+    int64_t t0 = bench_now_ns();
+    for (uint64_t i = 0; i < w->tasks; i++)
+        CHECK(rv_spawn(NULL, spawn_many_leaf, &w->fl, NULL, NULL));
+    finish_line_wait(NULL, &w->fl, "the last spawned task");
+    w->elapsed_ns = bench_now_ns() - t0;
+    return 0;
+}
+
+static void spawn_many_run(void *params, double *metrics)
+{
+    spawn_many *w = params;
+    run_driver(w->workers, spawn_many_driver, w);
+    metrics[0] = (double)w->tasks / elapsed_s(0, w->elapsed_ns) / 1e6;
+}
+
+/* W1r spawn_remote: the same, but the spawner is this plain thread. */
+static void spawn_remote_run(void *params, double *metrics)
+{
+    spawn_many *w = params;
+    rv_runtime *rt = runtime_start(w->workers);
+    finish_line_init(&w->fl, w->tasks, rt);
+    int64_t t0 = bench_now_ns();
+    for (uint64_t i = 0; i < w->tasks; i++)
+        CHECK(rv_spawn(rt, spawn_many_leaf, &w->fl, NULL, NULL));
+    finish_line_wait(rt, &w->fl, "the last spawned task");
+    w->elapsed_ns = bench_now_ns() - t0;
+    runtime_stop(rt);
+    metrics[0] = (double)w->tasks / elapsed_s(0, w->elapsed_ns) / 1e6;
+}
+
+static void workload_spawn(const bench_opts *o, const char *name, bool remote)
+{
+    spawn_many w = {.workers = o->workers};
+    if (remote)
+        w.tasks = o->quick ? 10000 : 100000;
+    else
+        w.tasks = o->quick ? 100000 : 1000000;
+    fprintf(stderr, "ravel-bench: %s: N=%llu tasks spawned from %s\n", name,
+            (unsigned long long)w.tasks, remote ? "a plain thread" : "a task");
+    double values[1][MAX_RUNS];
+    repeat_runs(o, name, remote ? spawn_remote_run : spawn_many_run, &w, 1, values);
+    bench_summary s = bench_summarize(values[0], (size_t)o->runs);
+    bench_line line;
+    bench_line_begin(&line, name, o->workers);
+    bench_line_add(&line, "mtasks_per_s", s.median, 3);
+    bench_line_add_range(&line, "mtasks_per_s", s, 3);
+    bench_line_print(&line);
+}
+
+static void workload_spawn_many(const bench_opts *o) { workload_spawn(o, "spawn_many", false); }
+
+static void workload_spawn_remote(const bench_opts *o) { workload_spawn(o, "spawn_remote", true); }
+
+/* ------------------------------------------------------------------------- */
+/* W2 yield_many: T tasks each yield Y times.                                 */
+
+typedef struct yield_many {
+    unsigned workers;
+    unsigned tasks;
+    unsigned yields;
+    finish_line fl;
+    int64_t elapsed_ns;
+} yield_many;
+
+static int yield_many_task(void *arg, void **result)
+{
+    yield_many *w = arg;
+    for (unsigned i = 0; i < w->yields; i++)
+        CHECK(rv_yield());
+    finish_line_arrive(&w->fl);
+    return 0;
+}
+
+static int yield_many_driver(void *arg, void **result)
+{
+    yield_many *w = arg;
+    finish_line_init(&w->fl, w->tasks, NULL);
+    int64_t t0 = bench_now_ns();
+    for (unsigned i = 0; i < w->tasks; i++)
+        CHECK(rv_spawn(NULL, yield_many_task, w, NULL, NULL));
+    finish_line_wait(NULL, &w->fl, "the last yielding task");
+    w->elapsed_ns = bench_now_ns() - t0;
+    return 0;
+}
+
+static void yield_many_run(void *params, double *metrics)
+{
+    yield_many *w = params;
+    run_driver(w->workers, yield_many_driver, w);
+    metrics[0] = (double)w->elapsed_ns / ((double)w->tasks * w->yields);
+}
+
+static void workload_yield_many(const bench_opts *o)
+{
+    yield_many w = {.workers = o->workers, .tasks = 200, .yields = o->quick ? 100 : 1000};
+    fprintf(stderr, "ravel-bench: yield_many: T=%u tasks x %u yields\n", w.tasks, w.yields);
+    double values[1][MAX_RUNS];
+    repeat_runs(o, "yield_many", yield_many_run, &w, 1, values);
+    bench_summary s = bench_summarize(values[0], (size_t)o->runs);
+    bench_line line;
+    bench_line_begin(&line, "yield_many", o->workers);
+    bench_line_add(&line, "ns_per_yield", s.median, 1);
+    bench_line_add_range(&line, "ns_per_yield", s, 1);
+    bench_line_print(&line);
+}
+
+/* ------------------------------------------------------------------------- */
+/* W3 ping_pong: P pairs, R round trips each, one fresh future per message.   */
+/*
+ * Each message is a future whose result is the future the answer will come
+ * through, as a oneshot channel that carries the next oneshot's sender:
+ *
+ *   pinger: pong = new; set_result(ping, pong); next_ping = await(pong)
+ *   ponger: pong = await(ping); next_ping = new; set_result(pong, next_ping)
+ *
+ * The ponger answers the last round with NULL. Every future is created with
+ * two references, one for the side that completes it and one for the side
+ * that awaits it; each side drops its own when done with it.
+ */
+
+typedef struct ping_pong {
+    unsigned workers;
+    unsigned pairs;
+    unsigned rounds;
+    finish_line fl;
+    int64_t elapsed_ns;
+} ping_pong;
+
+typedef struct ping_pong_pair {
+    ping_pong *w;
+    rv_future *first_ping;
+} ping_pong_pair;
+
+static rv_future *message_new(void)
+{
+    rv_future *f;
+    CHECK(rv_future_new(NULL, &f));
+    rv_future_ref(f);
+    return f;
+}
+
+static int pinger_task(void *arg, void **result)
+{
+    ping_pong_pair *pair = arg;
+    ping_pong *w = pair->w;
+    rv_future *ping = pair->first_ping;
+    for (unsigned r = 0; r < w->rounds; r++) {
+        rv_future *pong = message_new();
+        CHECK(rv_future_set_result(ping, pong));
+        CHECK(rv_future_release(ping));
+        void *next_ping;
+        CHECK(rv_await(pong, &next_ping));
+        CHECK(rv_future_release(pong));
+        ping = next_ping;
+    }
+    finish_line_arrive(&w->fl);
+    return 0;
+}
+
+static int ponger_task(void *arg, void **result)
+{
+    ping_pong_pair *pair = arg;
+    unsigned rounds = pair->w->rounds;
+    rv_future *ping = pair->first_ping;
+    for (unsigned r = 0; r < rounds; r++) {
+        void *pong;
+        CHECK(rv_await(ping, &pong));
+        CHECK(rv_future_release(ping));
+        rv_future *next_ping = r + 1 < rounds ? message_new() : NULL;
+        CHECK(rv_future_set_result(pong, next_ping));
+        CHECK(rv_future_release(pong));
+        ping = next_ping;
+    }
+    return 0;
+}
+
+static int ping_pong_driver(void *arg, void **result)
+{
+    ping_pong *w = arg;
+    ping_pong_pair *pairs = calloc(w->pairs, sizeof *pairs);
+    if (pairs == NULL)
+        CHECK(-ENOMEM);
+    finish_line_init(&w->fl, w->pairs, NULL);
+    int64_t t0 = bench_now_ns();
+    for (unsigned i = 0; i < w->pairs; i++) {
+        pairs[i].w = w;
+        pairs[i].first_ping = message_new();
+        CHECK(rv_spawn(NULL, ponger_task, &pairs[i], NULL, NULL));
+        CHECK(rv_spawn(NULL, pinger_task, &pairs[i], NULL, NULL));
+    }
+    finish_line_wait(NULL, &w->fl, "the last ping-pong pair");
+    w->elapsed_ns = bench_now_ns() - t0;
+    /* The pongers may still be returning from their last set_result; they no
+     * longer touch their pair, so freeing now is safe. */
+    free(pairs);
+    return 0;
+}
+
+static void ping_pong_run(void *params, double *metrics)
+{
+    ping_pong *w = params;
+    run_driver(w->workers, ping_pong_driver, w);
+    metrics[0] = (double)w->pairs * w->rounds / elapsed_s(0, w->elapsed_ns);
+}
+
+static void workload_ping_pong(const bench_opts *o)
+{
+    ping_pong w = {.workers = o->workers, .pairs = o->quick ? 100 : 1000, .rounds = 100};
+    fprintf(stderr, "ravel-bench: ping_pong: P=%u pairs x R=%u round trips\n", w.pairs, w.rounds);
+    double values[1][MAX_RUNS];
+    repeat_runs(o, "ping_pong", ping_pong_run, &w, 1, values);
+    bench_summary s = bench_summarize(values[0], (size_t)o->runs);
+    bench_line line;
+    bench_line_begin(&line, "ping_pong", o->workers);
+    bench_line_add(&line, "round_trips_per_s", s.median, 0);
+    bench_line_add_range(&line, "round_trips_per_s", s, 0);
+    bench_line_print(&line);
+}
+
+/* ------------------------------------------------------------------------- */
+/* W4 chained_spawn: chains of D tasks, each spawning the next; C chains.     */
+
+typedef struct chained_spawn {
+    unsigned workers;
+    unsigned chains;
+    unsigned depth;
+    int64_t elapsed_ns;
+} chained_spawn;
+
+/* Only one task of a chain touches it at a time: each hop updates it before
+ * spawning the next, and the spawn orders the two. */
+typedef struct chain {
+    unsigned depth;
+    unsigned hops;
+    rv_future *done;
+} chain;
+
+static int chain_hop(void *arg, void **result)
+{
+    chain *c = arg;
+    if (++c->hops < c->depth) {
+        CHECK(rv_spawn(NULL, chain_hop, c, NULL, NULL));
+        return 0;
+    }
+    /* The chain lives on the driver's stack: copy before completing. */
+    rv_future *done = c->done;
+    CHECK(rv_future_set_result(done, NULL));
+    CHECK(rv_future_release(done));
+    return 0;
+}
+
+static int chained_spawn_driver(void *arg, void **result)
+{
+    chained_spawn *w = arg;
+    int64_t t0 = bench_now_ns();
+    for (unsigned i = 0; i < w->chains; i++) {
+        chain c = {.depth = w->depth, .hops = 0};
+        CHECK(rv_future_new(NULL, &c.done));
+        rv_future_ref(c.done); /* the last hop's */
+        CHECK(rv_spawn(NULL, chain_hop, &c, NULL, NULL));
+        await_or_die(NULL, c.done, WAIT_TIMEOUT_NS, "the end of a chain");
+        CHECK(rv_future_release(c.done));
+    }
+    w->elapsed_ns = bench_now_ns() - t0;
+    return 0;
+}
+
+static void chained_spawn_run(void *params, double *metrics)
+{
+    chained_spawn *w = params;
+    run_driver(w->workers, chained_spawn_driver, w);
+    metrics[0] = (double)w->elapsed_ns / ((double)w->chains * w->depth);
+}
+
+static void workload_chained_spawn(const bench_opts *o)
+{
+    chained_spawn w = {.workers = o->workers, .chains = o->quick ? 10 : 100, .depth = 1000};
+    fprintf(stderr, "ravel-bench: chained_spawn: %u chains of D=%u tasks\n", w.chains, w.depth);
+    double values[1][MAX_RUNS];
+    repeat_runs(o, "chained_spawn", chained_spawn_run, &w, 1, values);
+    bench_summary s = bench_summarize(values[0], (size_t)o->runs);
+    bench_line line;
+    bench_line_begin(&line, "chained_spawn", o->workers);
+    bench_line_add(&line, "ns_per_hop", s.median, 1);
+    bench_line_add_range(&line, "ns_per_hop", s, 1);
+    bench_line_print(&line);
+}
+
+/* ------------------------------------------------------------------------- */
+/* W5 fib: fork-join fib(n) with tasks, against the plain recursion.          */
+
+typedef struct fib_bench {
+    unsigned workers;
+    int n;
+    long expected;
+    int64_t elapsed_ns;
+} fib_bench;
+
+static long fib_forkjoin(int n);
+
+static int fib_task(void *arg, void **result)
+{
+    *result = (void *)(intptr_t)fib_forkjoin((int)(intptr_t)arg);
+    return 0;
+}
+
+/* fib(n) = spawn fib(n-1); x = fib(n-2) inline; await the child; x + child. */
+static long fib_forkjoin(int n)
+{
+    if (n < 2)
+        return n;
+    rv_task *child;
+    CHECK(rv_spawn(NULL, fib_task, (void *)(intptr_t)(n - 1), NULL, &child));
+    long x = fib_forkjoin(n - 2);
+    void *child_value;
+    CHECK(rv_await(rv_task_future(child), &child_value));
+    CHECK(rv_task_release(child));
+    return x + (long)(intptr_t)child_value;
+}
+
+/* The baseline: the same recursion with no tasks. noinline and the volatile
+ * argument keep the compiler from folding it into a constant. */
+/* The serial baseline has the same shape as the task version: both calls are
+ * real recursive calls. The empty asm after them keeps GCC from turning the
+ * last one into a loop with an accumulator (which it does at -O2 and makes fib(27) about 4x faster than any
+ * recursion, so `overhead` would compare against a different algorithm). */
+static __attribute__((noinline)) long fib_serial(int n)
+{
+    if (n < 2)
+        return n;
+    long x = fib_serial(n - 2);
+    long y = fib_serial(n - 1);
+    __asm__ __volatile__("" : "+r"(x), "+r"(y));
+    return x + y;
+}
+
+static int fib_driver(void *arg, void **result)
+{
+    fib_bench *w = arg;
+    int64_t t0 = bench_now_ns();
+    long value = fib_forkjoin(w->n);
+    w->elapsed_ns = bench_now_ns() - t0;
+    if (value != w->expected) {
+        fprintf(stderr, "ravel-bench: fib: fib(%d) gave %ld, expected %ld\n", w->n, value,
+                w->expected);
+        abort();
+    }
+    return 0;
+}
+
+static void fib_tasks_run(void *params, double *metrics)
+{
+    fib_bench *w = params;
+    run_driver(w->workers, fib_driver, w);
+    metrics[0] = (double)w->elapsed_ns / (double)NS_PER_MS;
+}
+
+static void fib_serial_run(void *params, double *metrics)
+{
+    fib_bench *w = params;
+    volatile int n = w->n;
+    int64_t t0 = bench_now_ns();
+    long value = fib_serial(n);
+    w->elapsed_ns = bench_now_ns() - t0;
+    if (value != w->expected) {
+        fprintf(stderr, "ravel-bench: fib: serial fib(%d) gave %ld\n", w->n, value);
+        abort();
+    }
+    metrics[0] = (double)w->elapsed_ns / (double)NS_PER_MS;
+}
+
+static void workload_fib(const bench_opts *o)
+{
+    int n = o->quick ? 22 : 27;
+    fib_bench w = {.n = n, .expected = fib_serial(n)};
+    fprintf(stderr, "ravel-bench: fib: fib(%d) with %u workers, 1 worker and serially\n", n,
+            o->workers);
+
+    double many[1][MAX_RUNS], one[1][MAX_RUNS], serial[1][MAX_RUNS];
+    w.workers = o->workers;
+    repeat_runs(o, "fib tasks", fib_tasks_run, &w, 1, many);
+    if (o->workers != 1) {
+        w.workers = 1;
+        repeat_runs(o, "fib 1 worker", fib_tasks_run, &w, 1, one);
+    }
+    repeat_runs(o, "fib serial", fib_serial_run, &w, 1, serial);
+
+    bench_summary s_many = bench_summarize(many[0], (size_t)o->runs);
+    double ms_1w = o->workers == 1 ? s_many.median : bench_median(one[0], (size_t)o->runs);
+    double ms_serial = bench_median(serial[0], (size_t)o->runs);
+
+    char main_key[32];
+    snprintf(main_key, sizeof main_key, "ms_%uw", o->workers);
+    bench_line line;
+    bench_line_begin(&line, "fib", o->workers);
+    bench_line_add(&line, main_key, s_many.median, 3);
+    if (o->workers != 1)
+        bench_line_add(&line, "ms_1w", ms_1w, 3);
+    bench_line_add(&line, "ms_serial", ms_serial, 3);
+    bench_line_add(&line, "speedup", ms_1w / s_many.median, 3);
+    bench_line_add(&line, "overhead", ms_1w / ms_serial, 3);
+    bench_line_add_range(&line, main_key, s_many, 3);
+    bench_line_print(&line);
+}
+
+/* ------------------------------------------------------------------------- */
+/* W6 sleep_many: N tasks sleep 10 ms then count down; wall time and memory. */
+
+typedef struct sleep_many {
+    unsigned workers;
+    uint64_t tasks;
+    int64_t sleep_ns;
+    finish_line fl;
+    int64_t elapsed_ns;
+    int64_t rss_before;
+    int64_t rss_peak;
+} sleep_many;
+
+static int sleep_many_task(void *arg, void **result)
+{
+    sleep_many *w = arg;
+    CHECK(rv_sleep(w->sleep_ns));
+    finish_line_arrive(&w->fl);
+    return 0;
+}
+
+static bool peak_reset_warned;
+
+static int sleep_many_driver(void *arg, void **result)
+{
+    sleep_many *w = arg;
+    /* The baseline is the running runtime with nothing spawned yet, and none
+     * of the previous run's freed memory still cached by the allocator. */
+    bench_release_cached_memory();
+    int rc = bench_rss_reset_peak();
+    if (rc < 0 && !peak_reset_warned) {
+        peak_reset_warned = true;
+        fprintf(stderr,
+                "ravel-bench: sleep_many: cannot reset VmHWM (%s); bytes_per_task "
+                "includes earlier peaks\n",
+                strerror(-rc));
+    }
+    w->rss_before = bench_rss_current_bytes();
+    finish_line_init(&w->fl, w->tasks, NULL);
+    int64_t t0 = bench_now_ns();
+    for (uint64_t i = 0; i < w->tasks; i++)
+        CHECK(rv_spawn(NULL, sleep_many_task, w, NULL, NULL));
+    finish_line_wait(NULL, &w->fl, "the last sleeping task");
+    w->elapsed_ns = bench_now_ns() - t0;
+    w->rss_peak = bench_rss_peak_bytes();
+    return 0;
+}
+
+static void sleep_many_run(void *params, double *metrics)
+{
+    sleep_many *w = params;
+    run_driver(w->workers, sleep_many_driver, w);
+    metrics[0] = (double)w->elapsed_ns / (double)NS_PER_MS;
+    metrics[1] = (double)(w->rss_peak - w->rss_before) / (double)w->tasks;
+}
+
+static void workload_sleep_many(const bench_opts *o)
+{
+    sleep_many w = {.workers = o->workers, .sleep_ns = 10 * NS_PER_MS};
+    w.tasks = o->quick ? 10000 : 100000;
+    uint64_t big = o->quick ? 100000 : 1000000;
+    fprintf(stderr, "ravel-bench: sleep_many: N=%llu tasks sleeping 10 ms, then N=%llu once%s\n",
+            (unsigned long long)w.tasks, (unsigned long long)big,
+            o->quick ? " (--quick: N scaled down 10x; bytes_per_task_1m is for N=100,000)" : "");
+
+    double values[2][MAX_RUNS];
+    repeat_runs(o, "sleep_many", sleep_many_run, &w, 2, values);
+    bench_summary wall = bench_summarize(values[0], (size_t)o->runs);
+    double bytes = bench_median(values[1], (size_t)o->runs);
+    fprintf(stderr, "ravel-bench: sleep_many: N=%llu: wall_ms=%.2f bytes_per_task=%.0f\n",
+            (unsigned long long)w.tasks, wall.median, bytes);
+
+    /* Memory only, so one run: it is the RSS that matters, and it does not
+     * vary from run to run the way time does. */
+    double big_metrics[MAX_METRICS];
+    w.tasks = big;
+    sleep_many_run(&w, big_metrics);
+    fprintf(stderr, "ravel-bench: sleep_many: N=%llu: wall_ms=%.2f bytes_per_task=%.0f\n",
+            (unsigned long long)big, big_metrics[0], big_metrics[1]);
+
+    bench_line line;
+    bench_line_begin(&line, "sleep_many", o->workers);
+    bench_line_add(&line, "wall_ms", wall.median, 2);
+    bench_line_add(&line, "bytes_per_task", bytes, 0);
+    bench_line_add(&line, "bytes_per_task_1m", big_metrics[1], 0);
+    bench_line_add_range(&line, "wall_ms", wall, 2);
+    bench_line_print(&line);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Command line                                                               */
+
+typedef struct workload {
+    const char *id;
+    const char *name;
+    void (*run)(const bench_opts *o);
+} workload;
+
+static const workload workloads[] = {
+    {"W1", "spawn_many", workload_spawn_many},       {"W1r", "spawn_remote", workload_spawn_remote},
+    {"W2", "yield_many", workload_yield_many},       {"W3", "ping_pong", workload_ping_pong},
+    {"W4", "chained_spawn", workload_chained_spawn}, {"W5", "fib", workload_fib},
+    {"W6", "sleep_many", workload_sleep_many},
+};
+#define WORKLOAD_COUNT (sizeof workloads / sizeof workloads[0])
+
+static void usage(FILE *to)
+{
+    fprintf(to,
+            "usage: ravel-bench --workers N [--quick] [--runs R] [--verbose] [--counters] "
+            "[WORKLOAD ...]\n"
+            "  --workers N  worker threads per runtime (default 2)\n"
+            "  --runs R     timed runs per workload, after one warm-up (default %d)\n"
+            "  --quick      1 run and about a tenth of the work: a smoke test, not a result\n"
+            "  --verbose    print every run's numbers on stderr\n"
+            "  --counters   print every runtime's scheduler counters on stderr\n"
+            "workloads (by id or name; none: all):\n",
+            DEFAULT_RUNS);
+    for (size_t i = 0; i < WORKLOAD_COUNT; i++)
+        fprintf(to, "  %-4s %s\n", workloads[i].id, workloads[i].name);
+}
+
+static const workload *find_workload(const char *word)
+{
+    for (size_t i = 0; i < WORKLOAD_COUNT; i++)
+        if (strcasecmp(word, workloads[i].id) == 0 || strcasecmp(word, workloads[i].name) == 0)
+            return &workloads[i];
+    return NULL;
+}
+
+static long parse_count(const char *flag, const char *text, long lo, long hi)
+{
+    char *end;
+    long v = text ? strtol(text, &end, 10) : 0;
+    if (text == NULL || *text == '\0' || *end != '\0' || v < lo || v > hi) {
+        fprintf(stderr, "ravel-bench: %s needs a number from %ld to %ld\n", flag, lo, hi);
+        exit(2);
+    }
+    return v;
+}
+
+int main(int argc, char **argv)
+{
+    bench_opts o = {.workers = 2, .runs = DEFAULT_RUNS};
+    bool runs_given = false;
+    const workload *chosen[64];
+    size_t chosen_count = 0;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--workers") == 0) {
+            o.workers = (unsigned)parse_count(a, i + 1 < argc ? argv[++i] : NULL, 1, 1024);
+        } else if (strncmp(a, "--workers=", 10) == 0) {
+            o.workers = (unsigned)parse_count("--workers", a + 10, 1, 1024);
+        } else if (strcmp(a, "--runs") == 0) {
+            o.runs = (int)parse_count(a, i + 1 < argc ? argv[++i] : NULL, 1, MAX_RUNS);
+            runs_given = true;
+        } else if (strncmp(a, "--runs=", 7) == 0) {
+            o.runs = (int)parse_count("--runs", a + 7, 1, MAX_RUNS);
+            runs_given = true;
+        } else if (strcmp(a, "--quick") == 0) {
+            o.quick = true;
+        } else if (strcmp(a, "--verbose") == 0 || strcmp(a, "-v") == 0) {
+            o.verbose = true;
+        } else if (strcmp(a, "--counters") == 0) {
+            print_counters = true;
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (a[0] == '-') {
+            fprintf(stderr, "ravel-bench: unknown option %s\n", a);
+            usage(stderr);
+            return 2;
+        } else {
+            const workload *w = find_workload(a);
+            if (w == NULL) {
+                fprintf(stderr, "ravel-bench: unknown workload %s\n", a);
+                usage(stderr);
+                return 2;
+            }
+            if (chosen_count < sizeof chosen / sizeof chosen[0])
+                chosen[chosen_count++] = w;
+        }
+    }
+    if (o.quick && !runs_given)
+        o.runs = 1;
+    if (chosen_count == 0)
+        for (size_t i = 0; i < WORKLOAD_COUNT; i++)
+            chosen[chosen_count++] = &workloads[i];
+
+    /* --workers is the experiment's variable: do not let the environment
+     * change it behind the RESULT line's back. */
+    if (getenv("RAVEL_WORKERS")) {
+        fprintf(stderr, "ravel-bench: ignoring RAVEL_WORKERS=%s; --workers decides\n",
+                getenv("RAVEL_WORKERS"));
+        unsetenv("RAVEL_WORKERS");
+    }
+    if (getenv("RAVEL_DEBUG"))
+        fprintf(stderr, "ravel-bench: warning: RAVEL_DEBUG=%s, debug checks slow the runtime\n",
+                getenv("RAVEL_DEBUG"));
+    if (o.quick)
+        fprintf(stderr, "ravel-bench: --quick: smoke test, the numbers are not results\n");
+    fprintf(stderr, "ravel-bench: ravel %s, %u workers, %d run%s after a warm-up\n",
+            rv_version_string(), o.workers, o.runs, o.runs == 1 ? "" : "s");
+
+    for (size_t i = 0; i < chosen_count; i++) {
+        current_workload = chosen[i]->name;
+        chosen[i]->run(&o);
+    }
+    return 0;
+}

@@ -285,6 +285,7 @@ typedef struct rv__worker {
     rv__stack *free_stacks; /* resident stacks ready for reuse */
     unsigned free_hot;      /* how many */
     rv__stack *cold_stacks; /* stacks whose pages went back to the kernel */
+    uint64_t trim_due_ms;   /* idle since then + RV_TRIM_IDLE_MS; 0: not idle */
     void *alt_stack;
 
     /* Task registry: tasks that have suspended at least once and not ended.
@@ -355,6 +356,7 @@ void rv__stack_put(rv__worker *w, rv__stack *s);
 /* Release the pages of some pooled stacks beyond the resident limit (idle
  * time only). Returns true while more remain to trim. */
 bool rv__stack_trim(rv__worker *w);
+bool rv__stack_has_excess(const rv__worker *w);
 /* Canary below each stack: checked when a task suspends and ends. */
 bool rv__stack_canary_ok(const rv__stack *s);
 int rv__overflow_handler_install(rv__worker *w);

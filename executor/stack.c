@@ -6,9 +6,10 @@
  * never gets a 2 MiB page behind its first byte). A task takes a stack when it
  * first runs, not when it is spawned, and gives it back to the pool of the
  * worker it ends on, with no system call on that path. Pools keep at most
- * RV_HOT_STACKS stacks resident: a worker about to park (so, in idle time)
- * returns the pages of the excess to the kernel with MADV_DONTNEED, so a
- * burst of a million tasks does not pin its memory after it ends.
+ * RV_HOT_STACKS stacks resident: a worker that has been idle for a while
+ * (worker.c, RV_TRIM_IDLE_MS) returns the pages of the excess to the kernel
+ * with MADV_DONTNEED, so a burst of a million tasks does not pin its memory
+ * after it ends.
  *
  * Guards: below each stack sits one guard page. Where the kernel has
  * MADV_GUARD_INSTALL (Linux 6.13+), the guard costs no memory and does not
@@ -195,6 +196,8 @@ void rv__stack_put(rv__worker *w, rv__stack *s)
     w->free_stacks = s;
     w->free_hot++;
 }
+
+bool rv__stack_has_excess(const rv__worker *w) { return w->free_hot > RV_HOT_STACKS; }
 
 bool rv__stack_trim(rv__worker *w)
 {

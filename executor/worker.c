@@ -76,7 +76,7 @@
 #define RV_MAINT_INTERVAL 61
 #define RV_INJECT_INTERVAL 31
 #define RV_TIMER_CHECK_MASK 7 /* with timers armed, look at the clock every 8 jobs */
-#define RV_STUCK_LIFO_NS 50000 /* re-look at an occupied LIFO slot after this */
+#define RV_TRIM_IDLE_MS 50 /* trim pooled stacks after this long without a job */
 
 /* ------------------------------------------------------------------------- */
 /* The thread-local worker pointer                                            */
@@ -495,11 +495,23 @@ static void park(rv__worker *w)
         start_searching(w);
         return;
     }
-    /* Idle: give back the memory of surplus pooled stacks, a chunk at a
-     * time, as long as no work shows up. */
-    while (rv__stack_trim(w))
-        if (work_visible(w))
-            return;
+    /* Long idle: give back the memory of surplus pooled stacks, a chunk at a
+     * time, as long as no work shows up. Only after RV_TRIM_IDLE_MS without a
+     * job: each madvise interrupts every core running this process with a
+     * TLB shootdown, which a busy runtime must not pay (it halved W6). */
+    bool trim_pending = false;
+    if (rv__stack_has_excess(w)) {
+        uint64_t now_ms = rv__now_tick(rt);
+        if (!w->trim_due_ms) {
+            w->trim_due_ms = now_ms + RV_TRIM_IDLE_MS;
+        } else if (now_ms >= w->trim_due_ms) {
+            while (rv__stack_trim(w))
+                if (work_visible(w))
+                    return;
+            w->trim_due_ms = 0;
+        }
+        trim_pending = w->trim_due_ms != 0;
+    }
     _Atomic uint64_t *word = &rt->sleepers[w->index / 64];
     uint64_t bit = 1ULL << (w->index % 64);
     rv__atomic_fetch_or_seq_cst(word, bit);
@@ -522,6 +534,8 @@ static void park(rv__worker *w)
     bool stuck_check = lifo_occupied_elsewhere(w);
     if (stuck_check && (timeout_ms < 0 || timeout_ms > 1))
         timeout_ms = 1;
+    if (trim_pending && (timeout_ms < 0 || timeout_ms > RV_TRIM_IDLE_MS))
+        timeout_ms = RV_TRIM_IDLE_MS;
 
     count(&w->stats.parks, 1);
     int64_t t0 = rv_now();
@@ -543,6 +557,7 @@ static void park(rv__worker *w)
 
 static void run_job(rv__worker *w, rv__job *job)
 {
+    w->trim_due_ms = 0; /* not idle */
     rv__atomic_store_relaxed(&w->polls, rv__atomic_load_relaxed(&w->polls) + 1);
     count(&w->stats.tasks_polled, 1);
     switch (job->kind) {

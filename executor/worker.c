@@ -393,7 +393,8 @@ static bool start_searching(rv__worker *w)
 static bool work_visible(rv__worker *w)
 {
     rv_runtime *rt = w->rt;
-    if (w->pinned_head || rv__mpsc_len(&rt->inject) > 0 || rv__mpsc_len(&w->inbox) > 0)
+    if (w->pinned_head || rv__atomic_load_relaxed(&w->lifo) || rv__mpsc_len(&rt->inject) > 0 ||
+        rv__mpsc_len(&w->inbox) > 0)
         return true;
     for (unsigned i = 0; i < rt->nworkers; i++)
         if (rv__deque_len(&rt->workers[i].runq) > 0)
@@ -512,6 +513,12 @@ static void park(rv__worker *w)
         }
         trim_pending = w->trim_due_ms != 0;
     }
+    /* Timers that fell due while we were busy wake their tasks into our own
+     * queues, which no one would tell us about: fire them before sleeping. */
+    fire_timers(w);
+    if (work_visible(w))
+        return;
+
     _Atomic uint64_t *word = &rt->sleepers[w->index / 64];
     uint64_t bit = 1ULL << (w->index % 64);
     rv__atomic_fetch_or_seq_cst(word, bit);
@@ -524,7 +531,6 @@ static void park(rv__worker *w)
         return;
     }
 
-    fire_timers(w);
     int timeout_ms = -1;
     uint64_t next = rv__wheel_next_deadline(&w->wheel);
     if (next != UINT64_MAX) {

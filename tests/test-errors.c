@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <ravel.h>
@@ -115,5 +116,9 @@ int main(void)
         cmocka_unit_test(test_errors_never_null),
         cmocka_unit_test(test_errors_version_string),
     };
+    /* RV_TEST_FILTER=pattern runs only the matching tests (debugging). */
+    const char *filter = getenv("RV_TEST_FILTER");
+    if (filter != NULL)
+        cmocka_set_test_filter(filter);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -1321,5 +1322,9 @@ int main(void)
         cmocka_unit_test(test_future_wait_in_task_timeout),
         cmocka_unit_test(test_future_null_handles),
     };
+    /* RV_TEST_FILTER=pattern runs only the matching tests (debugging). */
+    const char *filter = getenv("RV_TEST_FILTER");
+    if (filter != NULL)
+        cmocka_set_test_filter(filter);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

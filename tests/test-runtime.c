@@ -1040,5 +1040,9 @@ int main(void)
         cmocka_unit_test(test_runtime_stats_bad_index),
         cmocka_unit_test(test_runtime_null_handles),
     };
+    /* RV_TEST_FILTER=pattern runs only the matching tests (debugging). */
+    const char *filter = getenv("RV_TEST_FILTER");
+    if (filter != NULL)
+        cmocka_set_test_filter(filter);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

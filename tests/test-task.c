@@ -21,6 +21,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -1037,6 +1038,40 @@ static void test_task_sleep(void **state)
     assert_true(c.elapsed >= 10 * MS);
 }
 
+static void spin_3ms_cb(void *arg)
+{
+    int64_t end = rv_now() + 3 * MS;
+    while (rv_now() < end)
+        ;
+}
+
+static int busy_worker_sleep_body(void *arg, void **res)
+{
+    struct sleep_ctx *c = arg;
+    /* One worker: this callback runs as soon as the task parks, and keeps the
+     * worker busy past the sleep's deadline. */
+    int rc = rv_call_soon(rv_runtime_current(), spin_3ms_cb, NULL, NULL);
+    if (rc < 0)
+        return rc;
+    int64_t t0 = rv_now();
+    c->rc = rv_sleep(1 * MS);
+    c->elapsed = rv_now() - t0;
+    return 0;
+}
+
+/* rv_sleep: "Sleep for ns" - and then resume: the task wakes even when its
+ * timer falls due while the worker is busy with other work, so that the timer
+ * is already due when the worker next goes idle. */
+static void test_task_sleep_timer_due_while_worker_busy(void **state)
+{
+    (void)state;
+    struct sleep_ctx c = {0};
+    c.rc = 1;
+    assert_int_equal(run_main(1, busy_worker_sleep_body, &c, NULL), 0);
+    assert_int_equal(c.rc, 0);
+    assert_true(c.elapsed >= 1 * MS);
+}
+
 #define STEPS 3
 struct interleave_ctx {
     rv_task *h[2];
@@ -2021,6 +2056,7 @@ int main(void)
         cmocka_unit_test(test_task_sleep_zero),
         cmocka_unit_test(test_task_sleep_nonpositive_is_yield),
         cmocka_unit_test(test_task_sleep),
+        cmocka_unit_test(test_task_sleep_timer_due_while_worker_busy),
         cmocka_unit_test(test_task_current_task_with_interleaving_tasks),
         cmocka_unit_test(test_task_current_task_outside_task),
         cmocka_unit_test(test_task_name_default),
@@ -2048,5 +2084,9 @@ int main(void)
         /* Last: uses up the process's task-local keys. */
         cmocka_unit_test(test_task_local_key_exhaustion),
     };
+    /* RV_TEST_FILTER=pattern runs only the matching tests (debugging). */
+    const char *filter = getenv("RV_TEST_FILTER");
+    if (filter != NULL)
+        cmocka_set_test_filter(filter);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -29,8 +29,8 @@ void rv__free_str(char *s);
 #ifdef RV_FAULT_INJECTION
 /* Fail the allocation that comes `n` calls from now (0: the very next one), and
  * only that one; a negative n switches injection off. Returns the number of
- * allocations made since the previous call, so a test can learn how many sites
- * a scenario has. */
+ * allocations made since the previous call, so a test can learn how many
+ * sites a scenario has (allocations are counted from the first call on). */
 long rv__fault_alloc_after(long n);
 #endif
 

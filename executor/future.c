@@ -1,12 +1,11 @@
 /* executor/future.c - thread-safe futures, await, and blocking waits.
  *
- * State: PENDING -> COMPLETING -> RESULT | ERROR | CANCELLED. A completer wins
- * the single PENDING->COMPLETING CAS, writes result/error/message, and then,
- * under the future's bit lock, detaches the waiter list and publishes the
- * final state with a release store. Readers that see a final state (acquire)
- * therefore see the fields. "Done" means a final state; COMPLETING is still
- * pending to everyone else, and a waiter added meanwhile is on the list the
- * completer detaches.
+ * State: PENDING -> RESULT | ERROR | CANCELLED, once. A completer takes the
+ * future's bit lock, checks that it is still pending, writes result/error/
+ * message, detaches the waiter list and publishes the final state with a
+ * release store, all in one critical section: readers that see a final state
+ * (acquire) therefore see the fields, and a waiter is either on the list the
+ * completer detaches or sees the final state when it takes the lock.
  *
  * Waiters, in registration order:
  * - task waiters (rv_await) live on the awaiting fiber's stack and are woken
@@ -161,16 +160,17 @@ static void dispatch(rv_future *f, rv__waiter *w)
 
 int rv__future_complete(rv_future *f, int state, void *result, int error, char *msg)
 {
-    uint8_t expected = RV_FUT_PENDING;
-    /* acq_rel: one completer wins; the others see it and back off. */
-    if (!rv__atomic_cas_acq_rel(&f->state, &expected, RV_FUT_COMPLETING)) {
+    /* One lock round trip decides the race between completers, publishes
+     * the outcome and detaches the waiters. */
+    rv__future_lock(f);
+    if (rv__atomic_load_relaxed(&f->state) != RV_FUT_PENDING) {
+        rv__future_unlock(f);
         rv__free_str(msg);
         return -EALREADY;
     }
     f->result = result;
     f->error = error;
     f->msg = msg;
-    rv__future_lock(f);
     rv__waiter *list = f->head;
     f->head = f->tail = NULL;
     for (rv__waiter *w = list; w; w = w->next)
@@ -199,10 +199,11 @@ void rv__future_fini(rv_future *f)
 
 void rv__future_abandon(rv_future *f)
 {
-    uint8_t expected = RV_FUT_PENDING;
-    if (!rv__atomic_cas_acq_rel(&f->state, &expected, RV_FUT_COMPLETING))
-        return;
     rv__future_lock(f);
+    if (rv__atomic_load_relaxed(&f->state) != RV_FUT_PENDING) {
+        rv__future_unlock(f);
+        return;
+    }
     rv__waiter *w = f->head;
     f->head = f->tail = NULL;
     rv__atomic_store_release(&f->state, RV_FUT_CANCELLED);
@@ -212,6 +213,7 @@ void rv__future_abandon(rv_future *f)
      * being abandoned too. */
     while (w) {
         rv__waiter *next = w->next;
+        w->linked = false;
         if (w->kind == RV_WAIT_THREAD) {
             rv__atomic_store_release(&w->fired, 1);
             rv__futex_wake_all(&w->fired);
@@ -438,6 +440,10 @@ int rv_future_remove_done_callback(rv_future *f, rv_future_cb cb, void *arg)
  * wait until the completer has finished touching it. */
 static void leave_waiter(rv_future *f, rv__waiter *w)
 {
+    /* The common case: the completer already released us. acquire: pairs
+     * with its release store of fired, after its last access to *w. */
+    if (rv__atomic_load_acquire(&w->fired))
+        return;
     rv__future_lock(f);
     if (w->linked) {
         list_unlink(f, w);
@@ -491,8 +497,9 @@ static int task_wait(rv_task *t, rv_future *f, int64_t deadline, void **result)
             return -ENOMEM;
         }
     }
-    /* Held so that a runtime torn down under a straggler can unlink `w`. */
-    t->awaiting = rv_future_ref(f);
+    /* So that a runtime torn down under a straggler can unlink `w`. No
+     * reference is taken: the caller of rv_await holds one while it waits. */
+    t->awaiting = f;
     t->awaiting_rec = &w;
     bool timed_out = false;
     for (;;) {
@@ -522,7 +529,6 @@ static int task_wait(rv_task *t, rv_future *f, int64_t deadline, void **result)
         rv__task_timer_disarm(timer);
     leave_waiter(f, &w);
     t->awaiting = NULL;
-    rv_future_release(f);
     if (rv__atomic_exchange_acq_rel(&t->must_cancel, 0))
         return -ECANCELED;
     if (timed_out && !rv_future_done(f))

@@ -110,7 +110,6 @@ enum { RV_GUARD_NONE, RV_GUARD_MADVISE, RV_GUARD_MPROTECT };
 
 enum rv__future_state {
     RV_FUT_PENDING,
-    RV_FUT_COMPLETING, /* claimed by one completer, fields being written */
     RV_FUT_RESULT,
     RV_FUT_ERROR,
     RV_FUT_CANCELLED,
@@ -205,7 +204,7 @@ struct rv_task {
     int exit_code;             /* what fn returned */
     void *exit_value;          /* its *result */
     struct rv__task_timer *timer; /* armed timer it holds, for teardown */
-    rv_future *awaiting;       /* future it waits on (referenced), for teardown */
+    rv_future *awaiting;       /* future it waits on (the caller's reference), for teardown */
     rv__waiter *awaiting_rec;
 };
 

@@ -524,7 +524,6 @@ void rv__task_abandon(rv__worker *w, rv_task *t)
         }
         rv__future_unlock(f);
         t->awaiting = NULL;
-        rv_future_release(f);
     }
     if (t->timer)
         rv__task_timer_disarm(t->timer); /* its fiber will never do it */

@@ -160,7 +160,8 @@ RV_EXTERN int rv_future_add_done_callback(rv_future *f, rv_future_cb cb, void *a
  * returns how many were removed. */
 RV_EXTERN int rv_future_remove_done_callback(rv_future *f, rv_future_cb cb, void *arg);
 
-/* May suspend. Wait for f and return what rv_future_result would. If the
+/* May suspend. Wait for f and return what rv_future_result would. The caller
+ * must hold a reference to f for the duration of the call. If the
  * calling task is cancelled while waiting, f is cancelled too (as asyncio) and
  * the await returns -ECANCELED, unless f finishes anyway. An already done
  * future returns at once without suspending. -EPERM outside a task, and when

@@ -265,7 +265,7 @@ int rv_future_new(rv_runtime *rt, rv_future **out)
             return -EINVAL;
         rt = w->rt;
     }
-    rv_future *f = rv__alloc(sizeof *f);
+    rv_future *f = rv__obj_alloc(RV_OBJ_FUTURE, sizeof *f);
     if (!f)
         return -ENOMEM;
     rv__future_init(f, rt, false);
@@ -293,7 +293,7 @@ int rv_future_release(rv_future *f)
             rv__task_free((rv_task *)f);
         } else {
             rv__future_fini(f);
-            rv__free(f, sizeof *f);
+            rv__obj_free(RV_OBJ_FUTURE, f, sizeof *f);
         }
     }
     return 0;

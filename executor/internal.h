@@ -242,6 +242,14 @@ void rv__handle_release_internal(rv_handle *h);
 /* ------------------------------------------------------------------------- */
 /* Workers and the runtime                                                    */
 
+enum rv__obj_kind { RV_OBJ_TASK, RV_OBJ_FUTURE, RV_OBJ_TASK_TIMER, RV_OBJ_KINDS };
+#define RV_TASK_TIMER_SIZE 72 /* sizeof(rv__task_timer), checked in task.c */
+
+typedef struct rv__obj_cache {
+    rv__mpsc_node *head;
+    unsigned count;
+} rv__obj_cache;
+
 enum rv__switch_reason { RV_SWITCH_PARK, RV_SWITCH_YIELD, RV_SWITCH_EXIT };
 
 typedef struct rv__counters {
@@ -277,8 +285,7 @@ typedef struct rv__worker {
     void *overflow_batch[RV_LOCAL_QUEUE_SIZE / 2];
     int64_t unparked_at;                /* for busy_ns */
 
-    rv__job *task_cache;    /* spare task objects (owner only) */
-    unsigned task_cache_n;
+    rv__obj_cache caches[RV_OBJ_KINDS]; /* spare objects (objcache.c) */
     uint64_t next_id, id_limit; /* a block of task ids */
 
     rv__stack *free_stacks; /* resident stacks ready for reuse */
@@ -304,7 +311,7 @@ struct rv_runtime {
     RV_CACHE_ALIGNED _Atomic uint64_t remote_spawned;
     _Atomic uint64_t remote_finished;
     _Atomic uint32_t all_done;  /* futex word: no live task while closing */
-    rv__mpsc task_depot;        /* spare task objects, shared by the workers */
+    rv__mpsc depots[RV_OBJ_KINDS]; /* spare objects shared by the workers */
     _Atomic int closing;        /* no new work; tasks cancelled */
     _Atomic int stopping;       /* workers leave their loops */
     _Atomic int shut_down;      /* rv_runtime_shutdown finished */
@@ -361,11 +368,14 @@ bool rv__stack_canary_ok(const rv__stack *s);
 int rv__overflow_handler_install(rv__worker *w);
 void rv__overflow_handler_remove(rv__worker *w);
 
+/* Object caches (objcache.c): fixed-size objects recycled per worker. */
+void *rv__obj_alloc(int kind, size_t size);
+void rv__obj_free(int kind, void *p, size_t size);
+void rv__obj_caches_fini(rv_runtime *rt);
+
 /* Live task count: spawned minus ended, summed over the workers. Never less
  * than the true count at the time of the call (ended counters are read first). */
 uint64_t rv__live_tasks(rv_runtime *rt);
-/* Runtime teardown: free the spare task objects. */
-void rv__task_cache_fini(rv_runtime *rt);
 
 /* Task registry (task.c). */
 void rv__registry_add(rv__worker *w, rv_task *t);

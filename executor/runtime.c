@@ -134,7 +134,8 @@ int rv_runtime_new(rv_runtime **out, const rv_config *cfg)
     rt->stack_size = stack < RV_MIN_STACK ? RV_MIN_STACK : stack;
     rt->start_ns = rv_now();
     rv__mpsc_init(&rt->inject);
-    rv__mpsc_init(&rt->task_depot);
+    for (int k = 0; k < RV_OBJ_KINDS; k++)
+        rv__mpsc_init(&rt->depots[k]);
 
     int rc = rv__stacks_init(rt);
     if (rc) {
@@ -338,7 +339,7 @@ int rv_runtime_free(rv_runtime *rt)
         rv__wheel_clear(&w->wheel);
         w->free_stacks = w->cold_stacks = NULL; /* the memory belongs to the slabs */
     }
-    rv__task_cache_fini(rt);
+    rv__obj_caches_fini(rt);
     free_runtime(rt);
     return 0;
 }

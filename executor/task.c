@@ -47,98 +47,6 @@
 static _Atomic uint64_t next_task_id = 1;
 #define RV_ID_BLOCK 1024
 
-/* Task objects are recycled through a per-worker cache, so the common spawn
- * and end never reach the allocator: a task spawned on one worker and ended on
- * another would otherwise be a cross-thread free every time. A cache over its
- * limit moves half to the runtime's depot (an MPSC queue any worker may claim),
- * where workers that spawn more than they end refill from. Under ASan the
- * cache is off so that use-after-free of a task stays detectable. */
-#ifdef RV_ASAN
-#define RV_TASK_CACHE_MAX 0
-#else
-#define RV_TASK_CACHE_MAX 1024
-#endif
-#define RV_TASK_DEPOT_BATCH 512
-#define RV_TASK_DEPOT_MAX (64 * 1024)
-
-static void cache_push(rv__worker *w, rv_task *t)
-{
-    rv__atomic_store_relaxed(&t->job.node.next, &w->task_cache->node);
-    w->task_cache = &t->job;
-    w->task_cache_n++;
-}
-
-static void cache_refill(rv__worker *w)
-{
-    rv__mpsc *depot = &w->rt->task_depot;
-    if (rv__mpsc_len(depot) <= 0 || !rv__mpsc_try_claim(depot))
-        return;
-    for (int i = 0; i < RV_TASK_DEPOT_BATCH; i++) {
-        rv__mpsc_node *n = rv__mpsc_pop(depot);
-        if (!n)
-            break;
-        cache_push(w, rv__task_of_job((rv__job *)n));
-    }
-    rv__mpsc_unclaim(depot);
-}
-
-static rv_task *task_alloc(rv__worker *w)
-{
-    if (RV_TASK_CACHE_MAX && w) {
-        if (!w->task_cache)
-            cache_refill(w);
-        rv__job *j = w->task_cache;
-        if (j) {
-            w->task_cache = (rv__job *)rv__atomic_load_relaxed(&j->node.next);
-            w->task_cache_n--;
-            return rv__task_of_job(j);
-        }
-    }
-    return rv__alloc(sizeof(rv_task));
-}
-
-static void task_memory_free(rv_task *t)
-{
-    rv__worker *w = rv__tls_worker();
-    if (!RV_TASK_CACHE_MAX || !w || rv__atomic_load_relaxed(&w->rt->closing)) {
-        rv__free(t, sizeof *t);
-        return;
-    }
-    cache_push(w, t);
-    if (w->task_cache_n <= RV_TASK_CACHE_MAX)
-        return;
-    /* Over the limit: hand a batch to the depot, or back to the allocator. */
-    rv__job *first = w->task_cache, *last = first;
-    for (int i = 1; i < RV_TASK_DEPOT_BATCH; i++)
-        last = (rv__job *)rv__atomic_load_relaxed(&last->node.next);
-    w->task_cache = (rv__job *)rv__atomic_load_relaxed(&last->node.next);
-    w->task_cache_n -= RV_TASK_DEPOT_BATCH;
-    if (rv__mpsc_len(&w->rt->task_depot) < RV_TASK_DEPOT_MAX) {
-        rv__mpsc_push_chain(&w->rt->task_depot, &first->node, &last->node, RV_TASK_DEPOT_BATCH);
-        return;
-    }
-    for (rv__job *j = first, *next; j != NULL; j = next) {
-        next = j == last ? NULL : (rv__job *)rv__atomic_load_relaxed(&j->node.next);
-        rv__free(rv__task_of_job(j), sizeof(rv_task));
-    }
-}
-
-void rv__task_cache_fini(rv_runtime *rt)
-{
-    for (unsigned i = 0; i < rt->nworkers; i++) {
-        rv__worker *w = &rt->workers[i];
-        while (w->task_cache) {
-            rv__job *j = w->task_cache;
-            w->task_cache = (rv__job *)rv__atomic_load_relaxed(&j->node.next);
-            rv__free(rv__task_of_job(j), sizeof(rv_task));
-        }
-        w->task_cache_n = 0;
-    }
-    rv__mpsc_node *n;
-    while ((n = rv__mpsc_pop(&rt->task_depot)))
-        rv__free(rv__task_of_job((rv__job *)n), sizeof(rv_task));
-}
-
 /* Counters are written by their own worker only: a plain load and a release
  * store (the release pairs with rv__live_tasks' acquire loads). */
 static void bump(_Atomic uint64_t *c)
@@ -296,7 +204,7 @@ int rv_spawn(rv_runtime *rt, rv_task_fn fn, void *arg, const rv_spawn_opts *opts
     if (rv__atomic_load_acquire(&rt->closing))
         return -ESHUTDOWN;
     bool local = w && w->rt == rt;
-    rv_task *t = task_alloc(local ? w : NULL);
+    rv_task *t = rv__obj_alloc(RV_OBJ_TASK, sizeof *t);
     if (!t)
         return -ENOMEM;
     memset((char *)t + sizeof t->fut, 0, sizeof *t - sizeof t->fut);
@@ -304,7 +212,7 @@ int rv_spawn(rv_runtime *rt, rv_task_fn fn, void *arg, const rv_spawn_opts *opts
     if (opts && opts->name) {
         char *name = name_new(opts->name, NULL);
         if (!name) {
-            rv__free(t, sizeof *t);
+            rv__obj_free(RV_OBJ_TASK, t, sizeof *t);
             return -ENOMEM;
         }
         rv__atomic_store_relaxed(&t->name, name);
@@ -502,7 +410,7 @@ void rv__task_free(rv_task *t)
     rv__free_str(t->error_msg);
     if (t->locals)
         rv__free(t->locals, sizeof(void *) * RV_TASK_LOCAL_KEYS);
-    task_memory_free(t);
+    rv__obj_free(RV_OBJ_TASK, t, sizeof *t);
 }
 
 void rv__task_abandon(rv__worker *w, rv_task *t)
@@ -736,13 +644,14 @@ struct rv__task_timer {
     _Atomic uint32_t expired;
     rv_task *task;            /* referenced while the timer lives */
 };
+_Static_assert(sizeof(struct rv__task_timer) <= RV_TASK_TIMER_SIZE, "RV_TASK_TIMER_SIZE");
 
 static void task_timer_unref(rv__task_timer *tt)
 {
     /* acq_rel: the last of the wheel and the task frees it. */
     if (rv__atomic_fetch_sub_acq_rel(&tt->refs, 1) == 1) {
         rv_task_release(tt->task);
-        rv__free(tt, sizeof *tt);
+        rv__obj_free(RV_OBJ_TASK_TIMER, tt, RV_TASK_TIMER_SIZE);
     }
 }
 
@@ -764,7 +673,7 @@ static void task_timer_drop(rv__timer *timer) { task_timer_unref((rv__task_timer
 rv__task_timer *rv__task_timer_arm(rv_task *t, int64_t deadline_ns)
 {
     rv__worker *w = rv__tls_worker();
-    rv__task_timer *tt = rv__alloc(sizeof *tt);
+    rv__task_timer *tt = rv__obj_alloc(RV_OBJ_TASK_TIMER, RV_TASK_TIMER_SIZE);
     if (!tt)
         return NULL;
     memset(&tt->timer, 0, sizeof tt->timer);

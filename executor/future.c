@@ -505,7 +505,7 @@ static int task_wait(rv_task *t, rv_future *f, int64_t deadline, void **result)
     for (;;) {
         if (rv_future_done(f))
             break;
-        if (rv__atomic_exchange_acq_rel(&t->must_cancel, 0)) {
+        if (rv__take_cancel(t)) {
             /* Deliver the request by cancelling what we await (asyncio). If
              * that is already done, the request stays for us to report. */
             rv__future_lock(&t->fut);
@@ -529,7 +529,7 @@ static int task_wait(rv_task *t, rv_future *f, int64_t deadline, void **result)
         rv__task_timer_disarm(timer);
     leave_waiter(f, &w);
     t->awaiting = NULL;
-    if (rv__atomic_exchange_acq_rel(&t->must_cancel, 0))
+    if (rv__take_cancel(t))
         return -ECANCELED;
     if (timed_out && !rv_future_done(f))
         return -ETIMEDOUT;

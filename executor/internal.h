@@ -184,6 +184,7 @@ struct rv_task {
     bool started;
     bool registered;           /* on its home worker's task list */
     bool pinned;
+    bool check_canary;         /* its stack has no guard page */
     _Atomic int must_cancel;   /* undelivered cancellation request */
     _Atomic int cancels;       /* cancelling() count */
     rv_task_fn fn;
@@ -211,6 +212,16 @@ struct rv_task {
 static inline rv_task *rv__task_of_job(rv__job *j)
 {
     return (rv_task *)((char *)j - offsetof(rv_task, job));
+}
+
+/* Consume a pending cancellation request: true if there was one. A plain load
+ * first: the exchange (a locked instruction) only when a request is there.
+ * acquire: pairs with the release store in rv_task_cancel, so the message and
+ * count written before the request are visible. */
+static inline bool rv__take_cancel(rv_task *t)
+{
+    return rv__atomic_load_acquire(&t->must_cancel) &&
+           rv__atomic_exchange_acq_rel(&t->must_cancel, 0);
 }
 
 void rv__task_wake(rv_task *t);
@@ -274,6 +285,7 @@ typedef struct rv__worker {
     bool thread_started;
     rv__fiber sched_fiber;
     rv_task *current;
+    int *errno_at;             /* this thread's errno (the loop never migrates) */
     uint8_t switch_reason;
     unsigned lifo_runs;
     uint32_t tick;

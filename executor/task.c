@@ -295,6 +295,8 @@ static void finish(rv__worker *w, rv_task *t, int rc, void *value)
 {
     rv_runtime *rt = t->fut.rt;
     if (t->stack) {
+        if (t->check_canary && !rv__stack_canary_ok(t->stack))
+            stack_overflowed(t);
         rv__fiber_destroy(&t->fiber);
         rv__stack_put(w, t->stack);
         t->stack = NULL;
@@ -303,7 +305,7 @@ static void finish(rv__worker *w, rv_task *t, int rc, void *value)
         rv__registry_remove(t);
     rv__atomic_store_release(&t->sched, RV_SCHED_DONE);
 
-    if (rv__atomic_exchange_acq_rel(&t->must_cancel, 0) || rc == -ECANCELED) {
+    if (rv__take_cancel(t) || rc == -ECANCELED) {
         rv__future_complete(&t->fut, RV_FUT_CANCELLED, NULL, 0, take_cancel_msg(t));
     } else if (rc < 0) {
         char *msg = NULL;
@@ -338,15 +340,17 @@ void rv__task_run(rv__worker *w, rv_task *t)
             return;
         }
         rv__fiber_init(&t->fiber, t->stack->lo, t->stack->size, task_entry, t);
+        t->check_canary = t->stack->guard == RV_GUARD_NONE;
         t->started = true;
     }
     rv__atomic_store_relaxed(&t->sched, RV_SCHED_RUNNING);
     w->current = t;
-    errno = t->saved_errno;
+    /* The scheduler never migrates, so its own errno address is stable. */
+    *w->errno_at = t->saved_errno;
     rv__fiber_switch(&w->sched_fiber, &t->fiber);
-    t->saved_errno = errno;
+    t->saved_errno = *w->errno_at;
     w->current = NULL;
-    if (t->stack && !rv__stack_canary_ok(t->stack))
+    if (t->check_canary && !rv__stack_canary_ok(t->stack))
         stack_overflowed(t);
 
     switch (w->switch_reason) {
@@ -630,7 +634,7 @@ int rv_yield(void)
     if (!t)
         return -EPERM;
     rv__suspend(w, t, RV_SWITCH_YIELD);
-    if (rv__atomic_exchange_acq_rel(&t->must_cancel, 0))
+    if (rv__take_cancel(t))
         return -ECANCELED;
     return 0;
 }
@@ -721,7 +725,7 @@ int rv_sleep(int64_t ns)
         return -ENOMEM;
     int rc = 0;
     for (;;) {
-        if (rv__atomic_exchange_acq_rel(&t->must_cancel, 0)) {
+        if (rv__take_cancel(t)) {
             rc = -ECANCELED;
             break;
         }

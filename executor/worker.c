@@ -599,6 +599,7 @@ void *rv__worker_main(void *arg)
     rv_runtime *rt = w->rt;
     rv__tls_set_worker(w);
     rv__fiber_init_thread(&w->sched_fiber);
+    w->errno_at = &errno;
     rv__overflow_handler_install(w);
     w->unparked_at = rv_now();
 

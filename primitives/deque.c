@@ -15,27 +15,15 @@ void rv__deque_init(rv__deque *q, uint32_t start)
         rv__atomic_store_relaxed(&q->slots[i], NULL);
 }
 
-int rv__deque_push(rv__deque *q, void *item, void **batch, uint32_t *batch_n)
+int rv__deque_push_full(rv__deque *q, uint64_t head, void **batch, uint32_t *batch_n)
 {
     *batch_n = 0;
-    /* The owner is the only writer of tail. */
-    uint32_t tail = rv__atomic_load_relaxed(&q->tail);
-    /* acquire: pairs with the release CAS by which a thief hands back the
-     * slots it copied out, so that we never overwrite a slot it still reads. */
-    uint64_t head = rv__atomic_load_acquire(&q->head);
-    uint32_t steal = steal_of(head);
-    if (tail - steal < RV_LOCAL_QUEUE_SIZE) {
-        rv__atomic_store_relaxed(&q->slots[tail & RV_DEQUE_MASK], item);
-        /* release: publishes the slot to a thief's acquire load of tail. */
-        rv__atomic_store_release(&q->tail, tail + 1);
-        return 0;
-    }
-    if (steal != real_of(head))
+    uint32_t steal = steal_of(head), real = real_of(head);
+    if (steal != real)
         return 2; /* a thief is copying; room appears soon, this item goes elsewhere */
 
     /* Full: claim the older half by advancing both indices past it. */
     uint32_t half = RV_LOCAL_QUEUE_SIZE / 2;
-    uint32_t real = real_of(head);
     uint64_t expected = pack(real, real);
     /* acq_rel: acquire so that a thief's release of slots is seen; release is
      * not needed by anyone but keeps the CAS symmetric with pop's. */
@@ -45,26 +33,6 @@ int rv__deque_push(rv__deque *q, void *item, void **batch, uint32_t *batch_n)
         batch[i] = rv__atomic_load_relaxed(&q->slots[(real + i) & RV_DEQUE_MASK]);
     *batch_n = half;
     return 1;
-}
-
-void *rv__deque_pop(rv__deque *q)
-{
-    /* acquire: pairs with a thief's release CAS on head. */
-    uint64_t head = rv__atomic_load_acquire(&q->head);
-    for (;;) {
-        uint32_t steal = steal_of(head), real = real_of(head);
-        uint32_t tail = rv__atomic_load_relaxed(&q->tail);
-        if (real == tail)
-            return NULL;
-        uint32_t next_real = real + 1;
-        /* With no thief active, steal follows real; otherwise it stays put so
-         * the thief's claimed range remains protected. */
-        uint64_t next = pack(steal == real ? next_real : steal, next_real);
-        /* acq_rel: the CAS decides between us and a thief claiming the same
-         * slot; acquire keeps the slot read below after the decision. */
-        if (rv__atomic_cas_acq_rel(&q->head, &head, next))
-            return rv__atomic_load_relaxed(&q->slots[real & RV_DEQUE_MASK]);
-    }
 }
 
 void *rv__deque_steal_into(rv__deque *victim, rv__deque *dst, uint32_t *moved)

@@ -44,14 +44,54 @@ typedef struct rv__deque {
 /* `start` is the initial index; tests start near UINT32_MAX to cross the wrap. */
 void rv__deque_init(rv__deque *q, uint32_t start);
 
+static inline uint32_t rv__deque_real(uint64_t head) { return (uint32_t)head; }
+static inline uint32_t rv__deque_steal(uint64_t head) { return (uint32_t)(head >> 32); }
+
+/* The full-ring path of rv__deque_push (deque.c). */
+int rv__deque_push_full(rv__deque *q, uint64_t head, void **batch, uint32_t *batch_n);
+
 /* Owner only. Returns 0 when pushed. When the ring is full it returns 1 after
  * moving the older half into *batch (count in *batch_n, at most
  * RV_LOCAL_QUEUE_SIZE/2) without pushing `item`: the caller sends the batch and
  * the item to the global queue. When full while a thief is mid-steal it
- * returns 2 with *batch_n = 0: the caller sends just the item elsewhere. */
-int rv__deque_push(rv__deque *q, void *item, void **batch, uint32_t *batch_n);
+ * returns 2 with *batch_n = 0: the caller sends just the item elsewhere.
+ * Inline: it is on every spawn, wake and yield. */
+static inline int rv__deque_push(rv__deque *q, void *item, void **batch, uint32_t *batch_n)
+{
+    /* The owner is the only writer of tail. */
+    uint32_t tail = rv__atomic_load_relaxed(&q->tail);
+    /* acquire: pairs with the release CAS by which a thief hands back the
+     * slots it copied out, so that we never overwrite a slot it still reads. */
+    uint64_t head = rv__atomic_load_acquire(&q->head);
+    if (tail - rv__deque_steal(head) < RV_LOCAL_QUEUE_SIZE) {
+        rv__atomic_store_relaxed(&q->slots[tail & RV_DEQUE_MASK], item);
+        /* release: publishes the slot to a thief's acquire load of tail. */
+        rv__atomic_store_release(&q->tail, tail + 1);
+        *batch_n = 0;
+        return 0;
+    }
+    return rv__deque_push_full(q, head, batch, batch_n);
+}
+
 /* Owner only. NULL when empty. */
-void *rv__deque_pop(rv__deque *q);
+static inline void *rv__deque_pop(rv__deque *q)
+{
+    /* acquire: pairs with a thief's release CAS on head. */
+    uint64_t head = rv__atomic_load_acquire(&q->head);
+    for (;;) {
+        uint32_t steal = rv__deque_steal(head), real = rv__deque_real(head);
+        if (real == rv__atomic_load_relaxed(&q->tail))
+            return (void *)0;
+        uint32_t next_real = real + 1;
+        /* With no thief active, steal follows real; otherwise it stays put so
+         * the thief's claimed range remains protected. */
+        uint64_t next = (uint64_t)(steal == real ? next_real : steal) << 32 | next_real;
+        /* acq_rel: the CAS decides between us and a thief claiming the same
+         * slot; acquire keeps the slot read below after the decision. */
+        if (rv__atomic_cas_acq_rel(&q->head, &head, next))
+            return rv__atomic_load_relaxed(&q->slots[real & RV_DEQUE_MASK]);
+    }
+}
 /* Owner only: the item the next pop would return (NULL if none), for
  * prefetching; it may be stolen before that pop. */
 void *rv__deque_peek(rv__deque *q);

@@ -52,20 +52,9 @@ void rv__future_init(rv_future *f, rv_runtime *rt, bool is_task)
     f->rt = rt;
 }
 
-void rv__future_lock(rv_future *f)
-{
-    for (unsigned spins = 0;; spins++) {
-        /* acquire: pairs with the release in rv__future_unlock. */
-        if (!rv__atomic_load_relaxed(&f->lock) && !rv__atomic_exchange_acquire(&f->lock, 1))
-            return;
-        if (spins < 64)
-            rv__cpu_relax();
-        else
-            sched_yield();
-    }
-}
+void rv__future_lock(rv_future *f) { rv__spin_lock(&f->lock); }
 
-void rv__future_unlock(rv_future *f) { rv__atomic_store_release(&f->lock, 0); }
+void rv__future_unlock(rv_future *f) { rv__spin_unlock(&f->lock); }
 
 static void list_append(rv_future *f, rv__waiter *w)
 {

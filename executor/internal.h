@@ -26,6 +26,7 @@
 #include "primitives/atomics.h"
 #include "primitives/deque.h"
 #include "primitives/mpsc.h"
+#include "primitives/spinlock.h"
 #include "ravel.h"
 
 /* ------------------------------------------------------------------------- */
@@ -140,7 +141,7 @@ struct rv__waiter {
 struct rv_future {
     _Atomic uint32_t refs;
     _Atomic uint8_t state; /* rv__future_state */
-    _Atomic uint8_t lock;  /* bit lock over the waiter list (O(1) sections) */
+    rv__spinlock lock;     /* over the waiter list (O(1) sections) */
     bool is_task;
     bool retrieved;        /* error looked at (debug reporting) */
     int error;
@@ -309,7 +310,7 @@ typedef struct rv__worker {
     /* Task registry: tasks that have suspended at least once and not ended.
      * Locked by its owner when adding, by whoever ends a task when removing,
      * by visitors; never on the spawn, wake, steal or inject paths. */
-    pthread_mutex_t tasks_lock;
+    rv__spinlock tasks_lock;
     rv_task *tasks;
 } rv__worker;
 

@@ -73,7 +73,6 @@ static void free_workers(rv_runtime *rt)
             rv__free(w->last_polls, sizeof(uint64_t) * rt->nworkers);
         if (w->poller.epfd >= 0)
             rv__poller_fini(&w->poller);
-        pthread_mutex_destroy(&w->tasks_lock);
     }
     rv__free_aligned(rt->workers, sizeof(rv__worker) * rt->nworkers, 128);
     rt->workers = NULL;
@@ -152,7 +151,6 @@ int rv_runtime_new(rv_runtime **out, const rv_config *cfg)
     for (unsigned i = 0; i < rt->nworkers; i++) {
         rv__worker *w = &rt->workers[i];
         w->poller.epfd = w->poller.wakefd = -1;
-        pthread_mutex_init(&w->tasks_lock, NULL);
     }
     for (unsigned i = 0; i < rt->nworkers; i++) {
         rv__worker *w = &rt->workers[i];
@@ -209,14 +207,20 @@ static void report_stragglers(rv_runtime *rt)
     uint64_t listed = 0;
     for (unsigned i = 0; i < rt->nworkers; i++) {
         rv__worker *w = &rt->workers[i];
-        pthread_mutex_lock(&w->tasks_lock);
+        rv__spin_lock(&w->tasks_lock);
         for (rv_task *t = w->tasks; t; t = t->list_next, listed++)
             fprintf(stderr, "  task %llu '%s'\n", (unsigned long long)t->id, rv_task_name(t));
-        pthread_mutex_unlock(&w->tasks_lock);
+        rv__spin_unlock(&w->tasks_lock);
     }
     if (live > listed)
         fprintf(stderr, "  and %llu that have not suspended yet\n",
                 (unsigned long long)(live - listed));
+}
+
+static void cancel_for_shutdown(rv_task *t, void *arg)
+{
+    (void)arg;
+    rv_task_cancel(t, "runtime shutdown");
 }
 
 int rv_runtime_shutdown(rv_runtime *rt, int64_t timeout_ns)
@@ -231,13 +235,7 @@ int rv_runtime_shutdown(rv_runtime *rt, int64_t timeout_ns)
         return -EALREADY;
     int64_t deadline = timeout_ns < 0 ? -1 : rv_now() + timeout_ns;
 
-    for (unsigned i = 0; i < rt->nworkers; i++) {
-        rv__worker *w = &rt->workers[i];
-        pthread_mutex_lock(&w->tasks_lock);
-        for (rv_task *t = w->tasks; t; t = t->list_next)
-            rv_task_cancel(t, "runtime shutdown");
-        pthread_mutex_unlock(&w->tasks_lock);
-    }
+    rv_all_tasks(rt, cancel_for_shutdown, NULL);
 
     int rc = 0;
     while (rv__live_tasks(rt) > 0) {

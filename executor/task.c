@@ -456,7 +456,7 @@ void rv__task_abandon(rv__worker *w, rv_task *t)
 
 void rv__registry_add(rv__worker *w, rv_task *t)
 {
-    pthread_mutex_lock(&w->tasks_lock);
+    rv__spin_lock(&w->tasks_lock);
     t->home = w;
     t->list_prev = NULL;
     t->list_next = w->tasks;
@@ -464,13 +464,13 @@ void rv__registry_add(rv__worker *w, rv_task *t)
         w->tasks->list_prev = t;
     w->tasks = t;
     t->registered = true;
-    pthread_mutex_unlock(&w->tasks_lock);
+    rv__spin_unlock(&w->tasks_lock);
 }
 
 void rv__registry_remove(rv_task *t)
 {
     rv__worker *home = t->home;
-    pthread_mutex_lock(&home->tasks_lock);
+    rv__spin_lock(&home->tasks_lock);
     if (t->list_prev)
         t->list_prev->list_next = t->list_next;
     else
@@ -479,7 +479,7 @@ void rv__registry_remove(rv_task *t)
         t->list_next->list_prev = t->list_prev;
     t->list_prev = t->list_next = NULL;
     t->registered = false;
-    pthread_mutex_unlock(&home->tasks_lock);
+    rv__spin_unlock(&home->tasks_lock);
 }
 
 int rv_all_tasks(rv_runtime *rt, void (*visit)(rv_task *t, void *arg), void *arg)
@@ -490,27 +490,35 @@ int rv_all_tasks(rv_runtime *rt, void (*visit)(rv_task *t, void *arg), void *arg
     for (unsigned i = 0; i < rt->nworkers; i++) {
         rv__worker *w = &rt->workers[i];
         /* Take references under the lock, visit outside it, so a visitor may
-         * call back into ravel (even end tasks) without deadlocking. */
-        pthread_mutex_lock(&w->tasks_lock);
-        size_t n = 0;
-        for (rv_task *t = w->tasks; t; t = t->list_next)
-            n++;
-        rv_task **refs = n ? rv__alloc(n * sizeof *refs) : NULL;
-        if (n && !refs) {
-            pthread_mutex_unlock(&w->tasks_lock);
-            return -ENOMEM;
+         * call back into ravel (even end tasks) without deadlocking. The
+         * array is allocated outside the lock; if the list grew meanwhile,
+         * count again. */
+        rv_task **refs = NULL;
+        size_t n = 0, k = 0;
+        for (;;) {
+            rv__spin_lock(&w->tasks_lock);
+            size_t now = 0;
+            for (rv_task *t = w->tasks; t; t = t->list_next)
+                now++;
+            if (now <= n) {
+                for (rv_task *t = w->tasks; t; t = t->list_next)
+                    refs[k++] = rv_task_ref(t);
+                rv__spin_unlock(&w->tasks_lock);
+                break;
+            }
+            rv__spin_unlock(&w->tasks_lock);
+            rv__free(refs, n * sizeof *refs);
+            n = now + now / 4 + 8;
+            refs = rv__alloc(n * sizeof *refs);
+            if (!refs)
+                return -ENOMEM;
         }
-        size_t k = 0;
-        for (rv_task *t = w->tasks; t; t = t->list_next)
-            refs[k++] = rv_task_ref(t);
-        pthread_mutex_unlock(&w->tasks_lock);
         for (size_t j = 0; j < k; j++) {
             visit(refs[j], arg);
             rv_task_release(refs[j]);
             visited++;
         }
-        if (refs)
-            rv__free(refs, n * sizeof *refs);
+        rv__free(refs, n * sizeof *refs);
     }
     return visited;
 }

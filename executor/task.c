@@ -305,6 +305,16 @@ static void finish(rv__worker *w, rv_task *t, int rc, void *value)
         rv__registry_remove(t);
     rv__atomic_store_release(&t->sched, RV_SCHED_DONE);
 
+    /* Fire-and-forget: if the runtime holds the only reference, nobody can
+     * be waiting (a waiter holds a reference) and nobody can start to, so
+     * the outcome has no reader: skip the completion and free. acquire:
+     * pairs with the release decrement of the last other holder. */
+    if (rv__atomic_load_acquire(&t->fut.refs) == 1) {
+        count_ended(rt, w);
+        rv__task_free(t);
+        return;
+    }
+
     if (rv__take_cancel(t) || rc == -ECANCELED) {
         rv__future_complete(&t->fut, RV_FUT_CANCELLED, NULL, 0, take_cancel_msg(t));
     } else if (rc < 0) {

@@ -21,9 +21,10 @@
  *
  * The loop (rv__worker_main) reads top to bottom:
  *   1. every RV_MAINT_INTERVAL ticks: poll the epoll without blocking and fire
- *      due timers; every RV_INJECT_INTERVAL ticks take from the inject queue
- *      first, so it cannot be starved by a busy local queue;
- *   2. next job: pinned list, LIFO slot (capped), local queue, inbox, inject;
+ *      due timers; every RV_INJECT_INTERVAL ticks take from the inbox and the
+ *      inject queue first, so they cannot be starved by a busy local queue;
+ *   2. next job: LIFO slot (capped), local queue, pinned list (which goes
+ *      first on odd ticks), inbox, inject;
  *   3. none: search: steal half of a random victim's queue; take a victim's
  *      LIFO occupant only if that victim has been running one job since our
  *      previous look (it is stuck in a long job, so the slot would strand);
@@ -331,11 +332,20 @@ static rv__job *take_inject(rv__worker *w, bool fill)
 static rv__job *next_job(rv__worker *w)
 {
     if (w->tick % RV_INJECT_INTERVAL == 0) {
-        rv__job *j = take_inject(w, false);
+        /* Fairness: the inbox and the inject queue come after the local
+         * queue, so a queue kept busy by yielding tasks would starve them. */
+        rv__job *j = NULL;
+        if (rv__mpsc_len(&w->inbox) > 0)
+            j = (rv__job *)rv__mpsc_pop(&w->inbox);
+        if (!j)
+            j = take_inject(w, false);
         if (j)
             return j;
     }
-    rv__job *j = pop_pinned(w);
+    /* Pinned tasks woken here wait in a private FIFO beside the ring; the
+     * two take turns (odd ticks: pinned first), so pinned tasks that wake
+     * each other cannot starve the ring, nor the ring them. */
+    rv__job *j = (w->tick & 1) ? pop_pinned(w) : NULL;
     if (j)
         return j;
     if (rv__atomic_load_relaxed(&w->lifo)) {
@@ -360,6 +370,8 @@ static rv__job *next_job(rv__worker *w)
         }
         return j;
     }
+    if ((j = pop_pinned(w)))
+        return j;
     if (rv__mpsc_len(&w->inbox) > 0 && (j = (rv__job *)rv__mpsc_pop(&w->inbox)))
         return j;
     return take_inject(w, true);
@@ -611,12 +623,14 @@ void *rv__worker_main(void *arg)
             fire_timers(w);
 
         rv__job *job = next_job(w);
-        if (!job && start_searching(w)) {
+        if (!job && start_searching(w))
             job = steal(w);
-            if (job)
-                found_work(w);
-        }
         if (job) {
+            /* A worker woken by a producer counts as searching; it stops
+             * searching however it found the work, or producers would keep
+             * seeing a searcher and never wake anyone else. */
+            if (w->searching)
+                found_work(w);
             run_job(w, job);
             continue;
         }

@@ -60,9 +60,26 @@
     atomic_compare_exchange_strong_explicit((p), (expected), (desired), memory_order_seq_cst, \
                                             memory_order_seq_cst)
 
+#if defined(__SANITIZE_THREAD__)
+#define RV_ATOMICS_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define RV_ATOMICS_TSAN 1
+#endif
+#endif
+
+#ifdef RV_ATOMICS_TSAN
+/* ThreadSanitizer does not model fences; a seq_cst read-modify-write on a
+ * thread-private word is a full barrier on the hardware and an operation TSan
+ * understands. */
+static inline void rv__fence_seq_cst(void)
+{
+    static _Thread_local _Atomic int fence_word;
+    atomic_fetch_add_explicit(&fence_word, 0, memory_order_seq_cst);
+}
+#else
 #define rv__fence_seq_cst() atomic_thread_fence(memory_order_seq_cst)
-#define rv__fence_acquire() atomic_thread_fence(memory_order_acquire)
-#define rv__fence_release() atomic_thread_fence(memory_order_release)
+#endif
 
 /* Spin-wait hint: lets the sibling hyperthread run and saves power. */
 static inline void rv__cpu_relax(void)

@@ -7,7 +7,7 @@ CMAKE ?= cmake
 CTEST_FLAGS ?= --output-on-failure -j$(JOBS)
 PREFIX ?= /usr/local
 
-.PHONY: all deps build test test-release test-smallq test-asan test-tsan bench format install clean
+.PHONY: all deps build test test-asan test-tsan test-aarch64 bench format install clean
 
 all: build
 
@@ -49,6 +49,10 @@ test-tsan: deps
 	$(call configure,build-tsan,-DRAVEL_SANITIZE=thread -DRAVEL_BUILD_BENCH=OFF)
 	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 ctest $(CTEST_FLAGS)
 
+# The AArch64 fiber switch, cross-built and run under qemu-user.
+test-aarch64:
+	bash tests/cross/run-aarch64.sh
+
 bench: deps
 	$(CMAKE) -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DRAVEL_TESTING=OFF >/dev/null
 	$(CMAKE) --build build-release -j$(JOBS) --target ravel-bench
@@ -64,4 +68,4 @@ install: deps
 	$(CMAKE) --install build-release
 
 clean:
-	rm -rf build build-smallq build-asan build-tsan build-release
+	rm -rf build build-smallq build-asan build-tsan build-release build-aarch64

@@ -183,6 +183,16 @@ RV_EXTERN int rv_future_wait(rv_future *f, int64_t timeout_ns, void **result);
  * The runtime owns a running task; the handle rv_spawn gives back is an extra
  * reference the caller releases with rv_task_release. Fire-and-forget
  * (out == NULL) is safe.
+ *
+ * Threads: a task that suspends may resume on another worker thread (unless
+ * pinned). errno is saved and restored per task, so errno as the task left it
+ * is what it finds, but only when read afresh: glibc declares the accessors
+ * behind errno and pthread_self() `const`, so within one function the compiler
+ * may reuse a value computed before the suspension, which then belongs to the
+ * previous thread. The same holds for the address of any __thread variable.
+ * After an await, read such values in a function that was not inlined into
+ * the one that suspended, use task-local storage (rv_local_get/set), or pin
+ * the task.
  */
 
 typedef struct rv_spawn_opts {

@@ -174,6 +174,7 @@ int main(void)
     rv_task_release(z);
 
     CHECK(rv_runtime_free(rt) == 0);
-    printf("%d passed, %d failed\n", failures ? 0 : 1, failures ? 1 : 0);
+    printf("fiber-check: %s (%d failed checks)\n", failures ? "FAILED" : "all checks passed",
+           failures);
     return failures ? 1 : 0;
 }

@@ -593,8 +593,8 @@ static long fib_forkjoin(int n)
  * argument keep the compiler from folding it into a constant. */
 /* The serial baseline has the same shape as the task version: both calls are
  * real recursive calls. The empty asm after them keeps GCC from turning the
- * last one into a loop with an accumulator (which it does at -O2 and makes fib(27) about 4x faster than any
- * recursion, so `overhead` would compare against a different algorithm). */
+ * last one into a loop with an accumulator (which it does at -O2 and makes fib(27) about 4x faster
+ * than any recursion, so `overhead` would compare against a different algorithm). */
 static __attribute__((noinline)) long fib_serial(int n)
 {
     if (n < 2)

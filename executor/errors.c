@@ -10,8 +10,8 @@ const char *rv_strerror(int code)
     switch (code) {
     case 0:
         return "success";
-#define RV_ERRNO_TEXT_(name, text)                                                              \
-    case -name:                                                                                 \
+#define RV_ERRNO_TEXT_(name, text)                                                                 \
+    case -name:                                                                                    \
         return text;
         RV_ERRNO_MAP(RV_ERRNO_TEXT_)
 #undef RV_ERRNO_TEXT_
@@ -29,8 +29,8 @@ const char *rv_err_name(int code)
     switch (code) {
     case 0:
         return "OK";
-#define RV_ERRNO_NAME_(name, text)                                                              \
-    case -name:                                                                                 \
+#define RV_ERRNO_NAME_(name, text)                                                                 \
+    case -name:                                                                                    \
         return #name;
         RV_ERRNO_MAP(RV_ERRNO_NAME_)
 #undef RV_ERRNO_NAME_

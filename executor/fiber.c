@@ -52,19 +52,19 @@ void rv__fiber_init(rv__fiber *f, void *lo, size_t size, void (*entry)(void *), 
     uint32_t mxcsr = 0x1F80; /* all exceptions masked, round to nearest */
     uint16_t fpucw = 0x037F; /* x87 default: extended precision, all masked */
     sp[0] = (uint64_t)mxcsr | (uint64_t)fpucw << 32;
-    sp[1] = 0;                         /* r15 */
-    sp[2] = 0;                         /* r14 */
+    sp[1] = 0;                          /* r15 */
+    sp[2] = 0;                          /* r14 */
     sp[3] = (uint64_t)(uintptr_t)entry; /* r13 */
     sp[4] = (uint64_t)(uintptr_t)arg;   /* r12 */
-    sp[5] = 0;                         /* rbx */
-    sp[6] = 0;                         /* rbp */
+    sp[5] = 0;                          /* rbx */
+    sp[6] = 0;                          /* rbp */
     sp[7] = (uint64_t)(uintptr_t)rv__fiber_trampoline;
     f->sp = sp;
 #elif defined(__aarch64__)
     uint64_t *sp = (uint64_t *)(top - 176);
     memset(sp, 0, 176);
-    sp[0] = (uint64_t)(uintptr_t)arg;   /* x19 */
-    sp[1] = (uint64_t)(uintptr_t)entry; /* x20 */
+    sp[0] = (uint64_t)(uintptr_t)arg;                   /* x19 */
+    sp[1] = (uint64_t)(uintptr_t)entry;                 /* x20 */
     sp[11] = (uint64_t)(uintptr_t)rv__fiber_trampoline; /* x30 */
     uint64_t fpcr;
     __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));

@@ -61,14 +61,14 @@ enum { RV_TIMER_PENDING, RV_TIMER_FIRED, RV_TIMER_CANCELLED };
 
 typedef struct rv__timer rv__timer;
 struct rv__timer {
-    rv__timer *next, *prev;  /* wheel slot list; owner worker only */
-    uint64_t when;           /* deadline in wheel ticks (ms since runtime start) */
-    _Atomic uint8_t state;   /* RV_TIMER_*; the only field others touch */
+    rv__timer *next, *prev; /* wheel slot list; owner worker only */
+    uint64_t when;          /* deadline in wheel ticks (ms since runtime start) */
+    _Atomic uint8_t state;  /* RV_TIMER_*; the only field others touch */
     uint8_t level, slot;
     bool linked;
     _Atomic(struct rv__worker *) owner; /* wheel it sits in, set when armed */
-    void (*fire)(rv__timer *t);          /* called by the owner when it expires */
-    void (*drop)(rv__timer *t);          /* the wheel's reference goes away */
+    void (*fire)(rv__timer *t);         /* called by the owner when it expires */
+    void (*drop)(rv__timer *t);         /* the wheel's reference goes away */
 };
 
 #define RV_WHEEL_LEVELS 6
@@ -143,7 +143,7 @@ struct rv_future {
     _Atomic uint8_t state; /* rv__future_state */
     rv__spinlock lock;     /* over the waiter list (O(1) sections) */
     bool is_task;
-    bool retrieved;        /* error looked at (debug reporting) */
+    bool retrieved; /* error looked at (debug reporting) */
     int error;
     void *result;
     char *msg;
@@ -171,42 +171,42 @@ void rv__future_drop_callbacks(rv__job *job);
 /* Tasks                                                                      */
 
 enum rv__sched_state {
-    RV_SCHED_IDLE,      /* parked: not queued, not running */
-    RV_SCHED_QUEUED,    /* in exactly one queue */
-    RV_SCHED_RUNNING,   /* a worker is running it */
-    RV_SCHED_NOTIFIED,  /* woken while running: requeue when it suspends */
+    RV_SCHED_IDLE,     /* parked: not queued, not running */
+    RV_SCHED_QUEUED,   /* in exactly one queue */
+    RV_SCHED_RUNNING,  /* a worker is running it */
+    RV_SCHED_NOTIFIED, /* woken while running: requeue when it suspends */
     RV_SCHED_DONE,
 };
 
 struct rv_task {
     rv_future fut; /* first: a task is a future */
     rv__job job;
-    _Atomic uint8_t sched;     /* rv__sched_state */
+    _Atomic uint8_t sched; /* rv__sched_state */
     bool started;
-    bool registered;           /* on its home worker's task list */
+    bool registered; /* on its home worker's task list */
     bool pinned;
-    bool check_canary;         /* its stack has no guard page */
-    _Atomic int must_cancel;   /* undelivered cancellation request */
-    _Atomic int cancels;       /* cancelling() count */
+    bool check_canary;       /* its stack has no guard page */
+    _Atomic int must_cancel; /* undelivered cancellation request */
+    _Atomic int cancels;     /* cancelling() count */
     rv_task_fn fn;
     void *arg;
     rv__fiber fiber;
     rv__stack *stack;
     size_t stack_size;
     uint64_t id;
-    _Atomic(char *) name;      /* NULL until named or first asked */
+    _Atomic(char *) name; /* NULL until named or first asked */
     int saved_errno;
-    int error_code_msg;        /* code rv_task_error attached `error_msg` to */
+    int error_code_msg; /* code rv_task_error attached `error_msg` to */
     char *error_msg;
-    struct rv__worker *pin;    /* pinned: the only worker that runs it */
-    struct rv__worker *home;   /* list it is registered on */
+    struct rv__worker *pin;  /* pinned: the only worker that runs it */
+    struct rv__worker *home; /* list it is registered on */
     rv_task *list_prev, *list_next;
     void **locals;
-    char *cancel_msg;          /* guarded by fut.lock */
-    int exit_code;             /* what fn returned */
-    void *exit_value;          /* its *result */
+    char *cancel_msg;             /* guarded by fut.lock */
+    int exit_code;                /* what fn returned */
+    void *exit_value;             /* its *result */
     struct rv__task_timer *timer; /* armed timer it holds, for teardown */
-    rv_future *awaiting;       /* future it waits on (the caller's reference), for teardown */
+    rv_future *awaiting;          /* future it waits on (the caller's reference), for teardown */
     rv__waiter *awaiting_rec;
 };
 
@@ -265,8 +265,8 @@ typedef struct rv__obj_cache {
 enum rv__switch_reason { RV_SWITCH_PARK, RV_SWITCH_YIELD, RV_SWITCH_EXIT };
 
 typedef struct rv__counters {
-    _Atomic uint64_t tasks_polled, steals, stolen_tasks, steal_attempts, overflows, parks,
-        unparks, io_events, timers_fired, busy_ns;
+    _Atomic uint64_t tasks_polled, steals, stolen_tasks, steal_attempts, overflows, parks, unparks,
+        io_events, timers_fired, busy_ns;
 } rv__counters;
 
 typedef struct rv__worker {
@@ -286,7 +286,7 @@ typedef struct rv__worker {
     bool thread_started;
     rv__fiber sched_fiber;
     rv_task *current;
-    int *errno_at;             /* this thread's errno (the loop never migrates) */
+    int *errno_at; /* this thread's errno (the loop never migrates) */
     uint8_t switch_reason;
     unsigned lifo_runs;
     uint32_t tick;
@@ -294,12 +294,12 @@ typedef struct rv__worker {
     bool searching;
     rv__job *pinned_head, *pinned_tail; /* local runnable pinned tasks, FIFO */
     rv__wheel wheel;
-    uint64_t *last_polls;               /* per victim: `polls` seen last search */
+    uint64_t *last_polls; /* per victim: `polls` seen last search */
     void *overflow_batch[RV_LOCAL_QUEUE_SIZE / 2];
-    int64_t unparked_at;                /* for busy_ns */
+    int64_t unparked_at; /* for busy_ns */
 
     rv__obj_cache caches[RV_OBJ_KINDS]; /* spare objects (objcache.c) */
-    uint64_t next_id, id_limit; /* a block of task ids */
+    uint64_t next_id, id_limit;         /* a block of task ids */
 
     rv__stack *free_stacks; /* resident stacks ready for reuse */
     unsigned free_hot;      /* how many */
@@ -323,11 +323,11 @@ struct rv_runtime {
      * counted per worker (see rv__live_tasks). */
     RV_CACHE_ALIGNED _Atomic uint64_t remote_spawned;
     _Atomic uint64_t remote_finished;
-    _Atomic uint32_t all_done;  /* futex word: no live task while closing */
+    _Atomic uint32_t all_done;     /* futex word: no live task while closing */
     rv__mpsc depots[RV_OBJ_KINDS]; /* spare objects shared by the workers */
-    _Atomic int closing;        /* no new work; tasks cancelled */
-    _Atomic int stopping;       /* workers leave their loops */
-    _Atomic int shut_down;      /* rv_runtime_shutdown finished */
+    _Atomic int closing;           /* no new work; tasks cancelled */
+    _Atomic int stopping;          /* workers leave their loops */
+    _Atomic int shut_down;         /* rv_runtime_shutdown finished */
     _Atomic unsigned next_worker;
     unsigned nworkers;
     rv__worker *workers;

@@ -53,8 +53,8 @@ struct rv__slab {
     struct rv__slab *next;
     void *base;
     size_t bytes;
-    size_t stack_size;   /* usable bytes per stack */
-    unsigned used;       /* stacks carved so far */
+    size_t stack_size; /* usable bytes per stack */
+    unsigned used;     /* stacks carved so far */
     rv__stack descs[RV_STACKS_PER_SLAB];
 };
 
@@ -72,8 +72,8 @@ int rv__stacks_init(rv_runtime *rt)
     rt->mprotect_guards = 0;
     /* Probe once whether guard installation works here. */
     size_t ps = page_size();
-    void *p = mmap(NULL, 2 * ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                   -1, 0);
+    void *p = mmap(NULL, 2 * ps, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED)
         return -errno;
     rt->guard_mode = madvise(p, ps, MADV_GUARD_INSTALL) == 0 ? RV_GUARD_MADVISE : RV_GUARD_MPROTECT;

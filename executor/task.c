@@ -89,10 +89,7 @@ typedef struct rv__name {
     char text[];
 } rv__name;
 
-static rv__name *name_of_text(char *text)
-{
-    return (rv__name *)(text - offsetof(rv__name, text));
-}
+static rv__name *name_of_text(char *text) { return (rv__name *)(text - offsetof(rv__name, text)); }
 
 static char *name_new(const char *text, rv__name *prev)
 {
@@ -335,8 +332,7 @@ static void finish(rv__worker *w, rv_task *t, int rc, void *value)
 void rv__task_run(rv__worker *w, rv_task *t)
 {
     if (!t->started) {
-        if (rv__atomic_load_acquire(&w->rt->closing) ||
-            rv__atomic_load_acquire(&t->must_cancel)) {
+        if (rv__atomic_load_acquire(&w->rt->closing) || rv__atomic_load_acquire(&t->must_cancel)) {
             /* Cancelled before its first step: the body never runs. */
             rv__atomic_store_relaxed(&t->must_cancel, 1);
             finish(w, t, -ECANCELED, NULL);
@@ -662,9 +658,9 @@ int rv_yield(void)
 
 struct rv__task_timer {
     rv__timer timer;
-    _Atomic uint32_t refs;    /* the wheel's and the task's */
+    _Atomic uint32_t refs; /* the wheel's and the task's */
     _Atomic uint32_t expired;
-    rv_task *task;            /* referenced while the timer lives */
+    rv_task *task; /* referenced while the timer lives */
 };
 _Static_assert(sizeof(struct rv__task_timer) <= RV_TASK_TIMER_SIZE, "RV_TASK_TIMER_SIZE");
 

@@ -77,7 +77,7 @@
 #define RV_MAINT_INTERVAL 61
 #define RV_INJECT_INTERVAL 31
 #define RV_TIMER_CHECK_MASK 7 /* with timers armed, look at the clock every 8 jobs */
-#define RV_TRIM_IDLE_MS 50 /* trim pooled stacks after this long without a job */
+#define RV_TRIM_IDLE_MS 50    /* trim pooled stacks after this long without a job */
 
 /* ------------------------------------------------------------------------- */
 /* The thread-local worker pointer                                            */
@@ -179,10 +179,7 @@ void rv__notify_one(rv_runtime *rt)
 /* ------------------------------------------------------------------------- */
 /* Queue operations                                                           */
 
-static void push_inject(rv_runtime *rt, rv__job *job)
-{
-    rv__mpsc_push(&rt->inject, &job->node);
-}
+static void push_inject(rv_runtime *rt, rv__job *job) { rv__mpsc_push(&rt->inject, &job->node); }
 
 /* Owner: push to the back of the local queue, overflowing half to inject. */
 static void push_local(rv__worker *w, rv__job *job)
@@ -239,10 +236,7 @@ void rv__schedule(rv_runtime *rt, rv__job *job, bool is_new_task)
     rv__notify_one(rt);
 }
 
-void rv__schedule_yielded(rv__worker *w, rv__job *job)
-{
-    push_local(w, job);
-}
+void rv__schedule_yielded(rv__worker *w, rv__job *job) { push_local(w, job); }
 
 void rv__schedule_pinned(rv__worker *target, rv__job *job)
 {

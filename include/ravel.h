@@ -61,13 +61,13 @@ typedef struct rv_task rv_task;
 typedef struct rv_handle rv_handle;
 
 typedef struct rv_config {
-    size_t size;          /* sizeof(rv_config) */
-    unsigned workers;     /* 0: number of online CPUs; env RAVEL_WORKERS overrides */
-    size_t stack_size;    /* default fiber stack, bytes; 0: 64 KiB (256 KiB under
-                             sanitizers); rounded up to whole pages; min 16 KiB */
+    size_t size;                   /* sizeof(rv_config) */
+    unsigned workers;              /* 0: number of online CPUs; env RAVEL_WORKERS overrides */
+    size_t stack_size;             /* default fiber stack, bytes; 0: 64 KiB (256 KiB under
+                                      sanitizers); rounded up to whole pages; min 16 KiB */
     unsigned blocking_threads_max; /* blocking pool cap; 0: 512 */
     int64_t blocking_keepalive_ns; /* idle pool thread lifetime; 0: 10 s */
-    bool debug;           /* debug checks; env RAVEL_DEBUG=1 turns them on */
+    bool debug;                    /* debug checks; env RAVEL_DEBUG=1 turns them on */
 } rv_config;
 
 /* Fill `cfg` with the defaults (all zero) and set its size. */
@@ -291,24 +291,24 @@ RV_EXTERN int rv_handle_release(rv_handle *h);
 /* Counters                                                                   */
 
 typedef struct rv_worker_stats {
-    uint64_t tasks_polled;   /* task resumptions and callbacks run */
-    uint64_t steals;         /* successful steal operations */
-    uint64_t stolen_tasks;   /* tasks taken by those steals */
+    uint64_t tasks_polled; /* task resumptions and callbacks run */
+    uint64_t steals;       /* successful steal operations */
+    uint64_t stolen_tasks; /* tasks taken by those steals */
     uint64_t steal_attempts;
-    uint64_t overflows;      /* local-queue overflows to the global queue */
+    uint64_t overflows; /* local-queue overflows to the global queue */
     uint64_t parks;
     uint64_t unparks;
     uint64_t io_events;
     uint64_t timers_fired;
-    uint64_t busy_ns;        /* time spent running tasks and callbacks */
+    uint64_t busy_ns; /* time spent running tasks and callbacks */
     uint64_t local_queue_depth;
 } rv_worker_stats;
 
 typedef struct rv_runtime_stats {
-    size_t size;             /* sizeof(rv_runtime_stats) */
+    size_t size; /* sizeof(rv_runtime_stats) */
     unsigned workers;
-    uint64_t live_tasks;     /* spawned and not yet ended */
-    uint64_t inject_depth;   /* tasks waiting in the global queue (approximate) */
+    uint64_t live_tasks;   /* spawned and not yet ended */
+    uint64_t inject_depth; /* tasks waiting in the global queue (approximate) */
     uint64_t blocking_threads;
     uint64_t blocking_idle;
     uint64_t blocking_queue_depth;

@@ -44,20 +44,20 @@
 #define rv__atomic_fetch_and_seq_cst(p, v) atomic_fetch_and_explicit((p), (v), memory_order_seq_cst)
 
 /* Strong CAS; `expected` is a pointer updated on failure. Success order first. */
-#define rv__atomic_cas_acq_rel(p, expected, desired)                                       \
-    atomic_compare_exchange_strong_explicit((p), (expected), (desired), memory_order_acq_rel, \
+#define rv__atomic_cas_acq_rel(p, expected, desired)                                               \
+    atomic_compare_exchange_strong_explicit((p), (expected), (desired), memory_order_acq_rel,      \
                                             memory_order_acquire)
-#define rv__atomic_cas_acquire(p, expected, desired)                                       \
-    atomic_compare_exchange_strong_explicit((p), (expected), (desired), memory_order_acquire, \
+#define rv__atomic_cas_acquire(p, expected, desired)                                               \
+    atomic_compare_exchange_strong_explicit((p), (expected), (desired), memory_order_acquire,      \
                                             memory_order_acquire)
-#define rv__atomic_cas_release(p, expected, desired)                                       \
-    atomic_compare_exchange_strong_explicit((p), (expected), (desired), memory_order_release, \
+#define rv__atomic_cas_release(p, expected, desired)                                               \
+    atomic_compare_exchange_strong_explicit((p), (expected), (desired), memory_order_release,      \
                                             memory_order_relaxed)
-#define rv__atomic_cas_relaxed(p, expected, desired)                                       \
-    atomic_compare_exchange_strong_explicit((p), (expected), (desired), memory_order_relaxed, \
+#define rv__atomic_cas_relaxed(p, expected, desired)                                               \
+    atomic_compare_exchange_strong_explicit((p), (expected), (desired), memory_order_relaxed,      \
                                             memory_order_relaxed)
-#define rv__atomic_cas_seq_cst(p, expected, desired)                                       \
-    atomic_compare_exchange_strong_explicit((p), (expected), (desired), memory_order_seq_cst, \
+#define rv__atomic_cas_seq_cst(p, expected, desired)                                               \
+    atomic_compare_exchange_strong_explicit((p), (expected), (desired), memory_order_seq_cst,      \
                                             memory_order_seq_cst)
 
 #if defined(__SANITIZE_THREAD__)

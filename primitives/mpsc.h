@@ -30,7 +30,7 @@ typedef struct rv__mpsc_node {
 typedef struct rv__mpsc {
     RV_CACHE_ALIGNED _Atomic(rv__mpsc_node *) in; /* producers' end */
     _Atomic int64_t len;
-    RV_CACHE_ALIGNED rv__mpsc_node *out;          /* consumer's end */
+    RV_CACHE_ALIGNED rv__mpsc_node *out; /* consumer's end */
     _Atomic int claimed;
     rv__mpsc_node stub;
 } rv__mpsc;

@@ -19,17 +19,17 @@
 
 #include <errno.h>
 
-#define RV_ERRNO_MAP(X)                                                         \
-    X(ECANCELED, "operation cancelled")                                         \
-    X(ETIMEDOUT, "timed out")                                                   \
-    X(EAGAIN, "not ready yet, or would block")                                  \
-    X(EALREADY, "already done")                                                 \
-    X(ESHUTDOWN, "runtime or object is shut down")                              \
-    X(EINVAL, "invalid argument")                                               \
-    X(EPERM, "not permitted in this context")                                   \
-    X(EDEADLK, "a blocking wait on a worker thread would deadlock it")          \
-    X(ENOMEM, "out of memory")                                                  \
-    X(EBUSY, "resource busy")                                                   \
+#define RV_ERRNO_MAP(X)                                                                            \
+    X(ECANCELED, "operation cancelled")                                                            \
+    X(ETIMEDOUT, "timed out")                                                                      \
+    X(EAGAIN, "not ready yet, or would block")                                                     \
+    X(EALREADY, "already done")                                                                    \
+    X(ESHUTDOWN, "runtime or object is shut down")                                                 \
+    X(EINVAL, "invalid argument")                                                                  \
+    X(EPERM, "not permitted in this context")                                                      \
+    X(EDEADLK, "a blocking wait on a worker thread would deadlock it")                             \
+    X(ENOMEM, "out of memory")                                                                     \
+    X(EBUSY, "resource busy")                                                                      \
     X(ENOSYS, "not supported on this platform")
 
 #define RV_ERRNO_ENUM_(name, text) RV_##name = -name,

@@ -249,6 +249,21 @@ static void repeat_runs(const bench_opts *o, const char *label, run_fn run, void
 
 static double elapsed_s(int64_t t0, int64_t t1) { return (double)(t1 - t0) / (double)NS_PER_S; }
 
+/* Run a workload that has one metric and print its RESULT line: the median
+ * and the min/max of the runs. */
+static void report_one_metric(const bench_opts *o, const char *name, run_fn run, void *params,
+                              const char *key, int decimals)
+{
+    double values[1][MAX_RUNS];
+    repeat_runs(o, name, run, params, 1, values);
+    bench_summary s = bench_summarize(values[0], (size_t)o->runs);
+    bench_line line;
+    bench_line_begin(&line, name, o->workers);
+    bench_line_add(&line, key, s.median, decimals);
+    bench_line_add_range(&line, key, s, decimals);
+    bench_line_print(&line);
+}
+
 /* ------------------------------------------------------------------------- */
 /* W1 spawn_many: a task spawns N tasks, each one atomic increment.           */
 
@@ -308,14 +323,7 @@ static void workload_spawn(const bench_opts *o, const char *name, bool remote)
         w.tasks = o->quick ? 100000 : 1000000;
     fprintf(stderr, "ravel-bench: %s: N=%llu tasks spawned from %s\n", name,
             (unsigned long long)w.tasks, remote ? "a plain thread" : "a task");
-    double values[1][MAX_RUNS];
-    repeat_runs(o, name, remote ? spawn_remote_run : spawn_many_run, &w, 1, values);
-    bench_summary s = bench_summarize(values[0], (size_t)o->runs);
-    bench_line line;
-    bench_line_begin(&line, name, o->workers);
-    bench_line_add(&line, "mtasks_per_s", s.median, 3);
-    bench_line_add_range(&line, "mtasks_per_s", s, 3);
-    bench_line_print(&line);
+    report_one_metric(o, name, remote ? spawn_remote_run : spawn_many_run, &w, "mtasks_per_s", 3);
 }
 
 static void workload_spawn_many(const bench_opts *o) { workload_spawn(o, "spawn_many", false); }
@@ -365,14 +373,7 @@ static void workload_yield_many(const bench_opts *o)
 {
     yield_many w = {.workers = o->workers, .tasks = 200, .yields = o->quick ? 100 : 1000};
     fprintf(stderr, "ravel-bench: yield_many: T=%u tasks x %u yields\n", w.tasks, w.yields);
-    double values[1][MAX_RUNS];
-    repeat_runs(o, "yield_many", yield_many_run, &w, 1, values);
-    bench_summary s = bench_summarize(values[0], (size_t)o->runs);
-    bench_line line;
-    bench_line_begin(&line, "yield_many", o->workers);
-    bench_line_add(&line, "ns_per_yield", s.median, 1);
-    bench_line_add_range(&line, "ns_per_yield", s, 1);
-    bench_line_print(&line);
+    report_one_metric(o, "yield_many", yield_many_run, &w, "ns_per_yield", 1);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -478,14 +479,7 @@ static void workload_ping_pong(const bench_opts *o)
 {
     ping_pong w = {.workers = o->workers, .pairs = o->quick ? 100 : 1000, .rounds = 100};
     fprintf(stderr, "ravel-bench: ping_pong: P=%u pairs x R=%u round trips\n", w.pairs, w.rounds);
-    double values[1][MAX_RUNS];
-    repeat_runs(o, "ping_pong", ping_pong_run, &w, 1, values);
-    bench_summary s = bench_summarize(values[0], (size_t)o->runs);
-    bench_line line;
-    bench_line_begin(&line, "ping_pong", o->workers);
-    bench_line_add(&line, "round_trips_per_s", s.median, 0);
-    bench_line_add_range(&line, "round_trips_per_s", s, 0);
-    bench_line_print(&line);
+    report_one_metric(o, "ping_pong", ping_pong_run, &w, "round_trips_per_s", 0);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -547,14 +541,7 @@ static void workload_chained_spawn(const bench_opts *o)
 {
     chained_spawn w = {.workers = o->workers, .chains = o->quick ? 10 : 100, .depth = 1000};
     fprintf(stderr, "ravel-bench: chained_spawn: %u chains of D=%u tasks\n", w.chains, w.depth);
-    double values[1][MAX_RUNS];
-    repeat_runs(o, "chained_spawn", chained_spawn_run, &w, 1, values);
-    bench_summary s = bench_summarize(values[0], (size_t)o->runs);
-    bench_line line;
-    bench_line_begin(&line, "chained_spawn", o->workers);
-    bench_line_add(&line, "ns_per_hop", s.median, 1);
-    bench_line_add_range(&line, "ns_per_hop", s, 1);
-    bench_line_print(&line);
+    report_one_metric(o, "chained_spawn", chained_spawn_run, &w, "ns_per_hop", 1);
 }
 
 /* ------------------------------------------------------------------------- */

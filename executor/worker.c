@@ -593,9 +593,11 @@ static void run_job(rv__worker *w, rv__job *job)
 
 static void maintenance(rv__worker *w)
 {
-    int io = rv__poller_wait(&w->poller, 0);
-    if (io > 0)
-        count(&w->stats.io_events, (uint64_t)io);
+    if (rv__poller_has_fds(&w->poller)) {
+        int io = rv__poller_wait(&w->poller, 0);
+        if (io > 0)
+            count(&w->stats.io_events, (uint64_t)io);
+    }
     fire_timers(w);
 }
 

@@ -17,7 +17,13 @@ typedef struct rv__poller {
     int epfd;
     int wakefd;
     _Atomic int wake_pending;
+    unsigned fds; /* descriptors registered besides wakefd (owner only) */
 } rv__poller;
+
+/* True when a non-blocking poll could find anything: with no descriptor
+ * registered, only a wake can arrive, and wakes matter only to a parked
+ * worker, so the busy loop skips the system call. */
+static inline int rv__poller_has_fds(const rv__poller *p) { return p->fds != 0; }
 
 int rv__poller_init(rv__poller *p);
 void rv__poller_fini(rv__poller *p);

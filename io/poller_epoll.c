@@ -29,6 +29,7 @@ int rv__poller_init(rv__poller *p)
         return e;
     }
     rv__atomic_store_relaxed(&p->wake_pending, 0);
+    p->fds = 0;
     return 0;
 }
 

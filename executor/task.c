@@ -312,6 +312,9 @@ static void finish(rv__worker *w, rv_task *t, int rc, void *value)
         return;
     }
 
+    /* Stop counting it as live before anyone can see it done, so a joiner
+     * that reads the counters next sees it gone. */
+    count_ended(rt, w);
     if (rv__take_cancel(t) || rc == -ECANCELED) {
         rv__future_complete(&t->fut, RV_FUT_CANCELLED, NULL, 0, take_cancel_msg(t));
     } else if (rc < 0) {
@@ -325,7 +328,6 @@ static void finish(rv__worker *w, rv_task *t, int rc, void *value)
         rv__future_complete(&t->fut, RV_FUT_RESULT, value, 0, NULL);
     }
 
-    count_ended(rt, w);
     rv_future_release(&t->fut);
 }
 

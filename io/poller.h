@@ -30,7 +30,9 @@ void rv__poller_fini(rv__poller *p);
 /* Any thread. */
 void rv__poller_wake(rv__poller *p);
 /* Owner. Wait up to timeout_ms (-1: forever, 0: just look). Returns the number
- * of I/O events handled (wakeups not counted), or a negative errno. */
+ * of I/O events handled (wakeups not counted), or a negative errno. The caller
+ * must re-check for work after every return: a wake may have been coalesced
+ * into one that this call consumed. */
 int rv__poller_wait(rv__poller *p, int timeout_ms);
 
 #endif

@@ -65,12 +65,18 @@ int rv__poller_wait(rv__poller *p, int timeout_ms)
     int io = 0;
     for (int i = 0; i < n; i++) {
         if (evs[i].data.u64 == RV_POLLER_WAKE_TAG) {
-            /* Clear the flag before draining: a wake that lands between the
-             * two writes the eventfd again, so it is never lost. */
-            rv__atomic_exchange_acq_rel(&p->wake_pending, 0);
+            /* Drain, then clear the flag. The other order loses wakes: a
+             * waker landing between the two would set the flag and write,
+             * the drain would eat its write, and the flag, left set, would
+             * make every later waker skip its write. In this order a waker
+             * that still finds the flag set is covered: our exchange below
+             * (acquire) pairs with its exchange (release), so the work it
+             * published is visible when our caller re-checks its queues,
+             * which it does after every return from here. */
             uint64_t v;
             while (read(p->wakefd, &v, sizeof v) < 0 && errno == EINTR)
                 ;
+            rv__atomic_exchange_acq_rel(&p->wake_pending, 0);
         } else {
             io++; /* fd readiness dispatch arrives with the I/O issue */
         }

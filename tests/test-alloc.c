@@ -155,10 +155,7 @@ static void note(struct scen *s, int rc, int ok_rc)
     }
 }
 
-static void local_dtor(void *v)
-{
-    atomic_fetch_add((atomic_int *)v, 1);
-}
+static void local_dtor(void *v) { atomic_fetch_add((atomic_int *)v, 1); }
 
 /* Children alternate: a plain result, and an error with a message. */
 static int child_body(void *arg, void **res)
@@ -254,7 +251,7 @@ enum { NPARENTS = 10 };
 
 struct outcome {
     int rc_new;
-    int failed_calls;  /* calls that returned -ENOMEM */
+    int failed_calls; /* calls that returned -ENOMEM */
     bool hung;
 };
 

@@ -531,9 +531,8 @@ static void run_stress(uint32_t owner_start, uint32_t thief_start)
     print_message("deque stress (start %u/%u, Q=%u): %ld items, %ld overflows, %ld mid-steal "
                   "pushes, %ld owner pops, %ld steals (%ld cross) moving %ld items\n",
                   owner_start, thief_start, Q, s->n, atomic_load(&s->overflows),
-                  atomic_load(&s->mid_steals), atomic_load(&s->owner_pops),
-                  atomic_load(&s->steals), atomic_load(&s->cross_steals),
-                  atomic_load(&s->stolen));
+                  atomic_load(&s->mid_steals), atomic_load(&s->owner_pops), atomic_load(&s->steals),
+                  atomic_load(&s->cross_steals), atomic_load(&s->stolen));
     if (missing || multi || timed_out)
         print_message("deque stress: %ld missing, %ld taken more than once, timed out %d\n",
                       missing, multi, timed_out);

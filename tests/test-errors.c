@@ -21,8 +21,8 @@
 static void test_errors_map_descriptions(void **state)
 {
     (void)state;
-#define CHECK_ENTRY(name, text)                                                \
-    assert_string_equal(rv_strerror(-name), text);                             \
+#define CHECK_ENTRY(name, text)                                                                    \
+    assert_string_equal(rv_strerror(-name), text);                                                 \
     assert_string_equal(rv_err_name(-name), #name);
     RV_ERRNO_MAP(CHECK_ENTRY)
 #undef CHECK_ENTRY

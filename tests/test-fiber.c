@@ -123,8 +123,8 @@ static void *join_soft(rv_task *t, int rc, int *failures)
     void *r = NULL;
     int got = rv_future_wait(rv_task_future(t), WAIT_NS, &r);
     if (got != rc) {
-        print_message("task %llu ended with %d, expected %d\n",
-                      (unsigned long long)rv_task_id(t), got, rc);
+        print_message("task %llu ended with %d, expected %d\n", (unsigned long long)rv_task_id(t),
+                      got, rc);
         (*failures)++;
     }
     if (got != -ETIMEDOUT) /* a task still running keeps its handle */

@@ -44,10 +44,7 @@ static rv_runtime *new_runtime(unsigned workers)
     return rt;
 }
 
-static void free_runtime(rv_runtime *rt)
-{
-    assert_int_equal(rv_runtime_free(rt), 0);
-}
+static void free_runtime(rv_runtime *rt) { assert_int_equal(rv_runtime_free(rt), 0); }
 
 static rv_future *new_future(rv_runtime *rt)
 {
@@ -886,10 +883,7 @@ static void test_future_callbacks_mutated_during_invocation(void **state)
 /* ------------------------------------------------------------------------- */
 /* Awaiting                                                                   */
 
-static void set_flag_cb(void *arg)
-{
-    atomic_store((atomic_int *)arg, 1);
-}
+static void set_flag_cb(void *arg) { atomic_store((atomic_int *)arg, 1); }
 
 struct await_done_ctx {
     rv_runtime *rt;

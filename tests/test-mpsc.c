@@ -377,8 +377,8 @@ static void run_check(struct run *r, unsigned nconsumers)
             multi += c > 1;
         }
     print_message("mpsc: %d producers x %ld (%s), %u consumer(s): %ld busy pops, %ld claims\n",
-                  NPRODUCERS, r->per_producer, r->chains ? "chains" : "single",
-                  nconsumers, atomic_load(&r->busy_pops), atomic_load(&r->claims));
+                  NPRODUCERS, r->per_producer, r->chains ? "chains" : "single", nconsumers,
+                  atomic_load(&r->busy_pops), atomic_load(&r->claims));
     if (timed_out || missing || multi)
         print_message("mpsc: timed out %d, %ld missing, %ld duplicated, len %lld\n", timed_out,
                       missing, multi, (long long)rv__mpsc_len(r->q));

@@ -45,10 +45,7 @@ static rv_runtime *new_runtime(unsigned workers)
     return rt;
 }
 
-static void free_runtime(rv_runtime *rt)
-{
-    assert_int_equal(rv_runtime_free(rt), 0);
-}
+static void free_runtime(rv_runtime *rt) { assert_int_equal(rv_runtime_free(rt), 0); }
 
 static void sleep_ms(int ms)
 {
@@ -97,10 +94,7 @@ static void check_runs_tasks(rv_runtime *rt)
     assert_int_equal(rv_task_release(t), 0);
 }
 
-static void set_flag_cb(void *arg)
-{
-    atomic_store((atomic_int *)arg, 1);
-}
+static void set_flag_cb(void *arg) { atomic_store((atomic_int *)arg, 1); }
 
 /* ------------------------------------------------------------------------- */
 /* Configuration and creation                                                 */
@@ -335,10 +329,7 @@ static void test_runtime_run(void **state)
     assert_int_equal(PI(r), 7);
 }
 
-static int main_fails(void *arg, void **res)
-{
-    return rv_task_error(-EIO, "main failed");
-}
+static int main_fails(void *arg, void **res) { return rv_task_error(-EIO, "main failed"); }
 
 /* rv_run: "Returns main's code"; "when result is not NULL" - NULL allowed. */
 static void test_runtime_run_error(void **state)

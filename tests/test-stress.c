@@ -237,10 +237,7 @@ static void complete_cb(void *arg)
 }
 
 /* What a task's step returns: the expected result of each await. */
-static intptr_t step_expect(int kind)
-{
-    return kind == 0 ? 0x5eed : kind == 3 ? 0xcb : 0;
-}
+static intptr_t step_expect(int kind) { return kind == 0 ? 0x5eed : kind == 3 ? 0xcb : 0; }
 
 static uint64_t checksum_expect(uint64_t seed)
 {
@@ -463,8 +460,8 @@ static void test_stress_pingpong_wakeups(void **state)
     for (int i = 0; i < NTHREADS; i++)
         pthread_join(threads[i], NULL);
     int64_t t1 = rv_now();
-    print_message("ping-pong: %d thread pairs and %d task pairs x %d rounds in %.2f s\n",
-                  NTHREADS, NPAIRS, ROUNDS, (double)(t1 - t0) / 1e9);
+    print_message("ping-pong: %d thread pairs and %d task pairs x %d rounds in %.2f s\n", NTHREADS,
+                  NPAIRS, ROUNDS, (double)(t1 - t0) / 1e9);
     for (int i = 0; i < NPAIRS; i++) {
         assert_int_equal(atomic_load(&a[i].errors) + atomic_load(&b[i].errors), 0);
         assert_int_equal(atomic_load(&a[i].errno_errors) + atomic_load(&b[i].errno_errors), 0);

@@ -52,10 +52,7 @@ static rv_runtime *new_runtime(unsigned workers)
     return rt;
 }
 
-static void free_runtime(rv_runtime *rt)
-{
-    assert_int_equal(rv_runtime_free(rt), 0);
-}
+static void free_runtime(rv_runtime *rt) { assert_int_equal(rv_runtime_free(rt), 0); }
 
 static rv_future *new_future(rv_runtime *rt)
 {
@@ -155,10 +152,7 @@ static void test_task_result(void **state)
     free_runtime(rt);
 }
 
-static int error_body(void *arg, void **res)
-{
-    return rv_task_error(-EIO, "disk gone");
-}
+static int error_body(void *arg, void **res) { return rv_task_error(-EIO, "disk gone"); }
 
 /* rv_task_fn: "a negative return finishes it with that error";
  * rv_task_error: "Attach a message (copied) to the error the current task is
@@ -180,10 +174,7 @@ static void test_task_error(void **state)
     free_runtime(rt);
 }
 
-static int error_plain_body(void *arg, void **res)
-{
-    return -EPIPE;
-}
+static int error_plain_body(void *arg, void **res) { return -EPIPE; }
 
 /* rv_task_fn: "a negative return finishes it with that error" (no message). */
 static void test_task_error_without_message(void **state)
@@ -207,10 +198,7 @@ static void test_task_error_outside_task(void **state)
     assert_int_equal(rv_task_error(-ETIMEDOUT, NULL), -ETIMEDOUT);
 }
 
-static int return_ecanceled_body(void *arg, void **res)
-{
-    return -ECANCELED;
-}
+static int return_ecanceled_body(void *arg, void **res) { return -ECANCELED; }
 
 /* rv_task_fn: "a return of -ECANCELED finishes it cancelled" (CancelledError
  * escaping the coroutine). */
@@ -959,10 +947,7 @@ static void test_task_uncancel_before_first_step(void **state)
 /* ------------------------------------------------------------------------- */
 /* Yield and sleep                                                            */
 
-static void set_flag_cb(void *arg)
-{
-    atomic_store((atomic_int *)arg, 1);
-}
+static void set_flag_cb(void *arg) { atomic_store((atomic_int *)arg, 1); }
 
 struct sleep_zero_ctx {
     atomic_int flag;
@@ -1324,10 +1309,7 @@ static void test_task_set_name_permissions(void **state)
     free_runtime(rt);
 }
 
-static int noop_body(void *arg, void **res)
-{
-    return 0;
-}
+static int noop_body(void *arg, void **res) { return 0; }
 
 /* rv_task_id: "Unique, increasing from 1 per process. 0 for NULL". (Task-N
  * with monotonic N) */
@@ -1669,9 +1651,9 @@ static void test_task_local_destructor(void **state)
     atomic_store(&g_dtor_calls, 0);
     atomic_store(&g_dtor_sum, 0);
     struct dtor_arg args[5] = {
-        {key, 1, false, 0}, {key, 10, false, 0}, {key, 100, false, 0},
-        {key, 1000, true, 0}, /* reset to NULL: no destructor call */
-        {key, 0, false, 0},   /* never set */
+        {key, 1, false, 0},   {key, 10, false, 0},
+        {key, 100, false, 0}, {key, 1000, true, 0}, /* reset to NULL: no destructor call */
+        {key, 0, false, 0},                         /* never set */
     };
     rv_task *t[5];
     for (int i = 0; i < 5; i++)

@@ -18,7 +18,7 @@ static int failures;
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                         \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                        \
             failures++;                                                                            \
         }                                                                                          \
     } while (0)
@@ -146,7 +146,8 @@ int main(void)
         rv_task_release(t[i]);
     }
     printf("registers, FP and errno across %d x 300 yields: ok (%ld resumptions on another "
-           "thread)\n", NREGS, migrations);
+           "thread)\n",
+           NREGS, migrations);
 
     spawn_n = 200000;
     CHECK(rv_future_new(rt, &all_done) == 0);

@@ -378,7 +378,7 @@ int rv_runtime_stats_get(rv_runtime *rt, rv_runtime_stats *out)
     s.size = out->size;
     s.workers = rt->nworkers;
     s.live_tasks = rv__live_tasks(rt);
-    int64_t inject = rv__atomic_load_relaxed(&rt->inject.len);
+    int64_t inject = rv__mpsc_len(&rt->inject);
     s.inject_depth = inject > 0 ? (uint64_t)inject : 0;
     memcpy(out, &s, out->size);
     return 0;

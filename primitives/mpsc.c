@@ -5,7 +5,8 @@ void rv__mpsc_init(rv__mpsc *q)
 {
     rv__atomic_store_relaxed(&q->stub.next, NULL);
     rv__atomic_store_relaxed(&q->in, &q->stub);
-    rv__atomic_store_relaxed(&q->len, 0);
+    rv__atomic_store_relaxed(&q->pushed, 0);
+    rv__atomic_store_relaxed(&q->popped, 0);
     rv__atomic_store_relaxed(&q->claimed, 0);
     q->out = &q->stub;
 }
@@ -14,10 +15,10 @@ void rv__mpsc_push_chain(rv__mpsc *q, rv__mpsc_node *first, rv__mpsc_node *last,
 {
     rv__atomic_store_relaxed(&last->next, NULL);
     /* Count first: a consumer may pop the node as soon as it is linked, and
-     * its decrement must not drive len below zero. seq_cst: part of the
+     * popped must not overtake pushed. seq_cst: part of the
      * publish-then-check-sleepers handshake; a parking worker's seq_cst read of
-     * len after announcing itself asleep pairs with this. */
-    rv__atomic_fetch_add_seq_cst(&q->len, count);
+     * the length after announcing itself asleep pairs with this. */
+    rv__atomic_fetch_add_seq_cst(&q->pushed, count);
     /* acq_rel: acquire so that we see the previous tail's initialisation
      * before writing its next field; release is provided by the store below. */
     rv__mpsc_node *prev = rv__atomic_exchange_acq_rel(&q->in, last);
@@ -27,6 +28,14 @@ void rv__mpsc_push_chain(rv__mpsc *q, rv__mpsc_node *first, rv__mpsc_node *last,
 }
 
 void rv__mpsc_push(rv__mpsc *q, rv__mpsc_node *n) { rv__mpsc_push_chain(q, n, n, 1); }
+
+/* One consumer at a time (the claim's acquire/release hands the count over),
+ * so a plain increment suffices; release so a reader that sees the new count
+ * also sees the pop. */
+static void count_popped(rv__mpsc *q)
+{
+    rv__atomic_store_release(&q->popped, rv__atomic_load_relaxed(&q->popped) + 1);
+}
 
 rv__mpsc_node *rv__mpsc_pop(rv__mpsc *q)
 {
@@ -42,7 +51,7 @@ rv__mpsc_node *rv__mpsc_pop(rv__mpsc *q)
     }
     if (next) {
         q->out = next;
-        rv__atomic_fetch_sub_relaxed(&q->len, 1);
+        count_popped(q);
         return out;
     }
     /* `out` is the last linked node. If a producer already swapped `in`
@@ -54,7 +63,7 @@ rv__mpsc_node *rv__mpsc_pop(rv__mpsc *q)
     next = rv__atomic_load_acquire(&out->next);
     if (next) {
         q->out = next;
-        rv__atomic_fetch_sub_relaxed(&q->len, 1);
+        count_popped(q);
         return out;
     }
     return NULL;

@@ -11,9 +11,12 @@
  * worker that loses the claim simply looks elsewhere, so no one ever blocks
  * on it.
  *
- * `len` is an approximate length kept with atomic adds. It is what other
- * threads read (emptiness checks before parking, the inject_depth counter);
- * the consumer-private `out` pointer is never read by them.
+ * The length is `pushed - popped`: producers add to `pushed`, which sits on
+ * their own cache line with `in`; the consumer of the moment counts `popped`
+ * with a plain store on the consumer's line, so consuming never writes to a
+ * line the producers use. Other threads read the length (emptiness checks
+ * before parking, the inject_depth counter); the consumer-private `out`
+ * pointer is never read by them.
  */
 #ifndef RAVEL_PRIMITIVES_MPSC_H
 #define RAVEL_PRIMITIVES_MPSC_H
@@ -29,8 +32,9 @@ typedef struct rv__mpsc_node {
 
 typedef struct rv__mpsc {
     RV_CACHE_ALIGNED _Atomic(rv__mpsc_node *) in; /* producers' end */
-    _Atomic int64_t len;
+    _Atomic int64_t pushed;
     RV_CACHE_ALIGNED rv__mpsc_node *out; /* consumer's end */
+    _Atomic int64_t popped;              /* written by the consumer only */
     _Atomic int claimed;
     rv__mpsc_node stub;
 } rv__mpsc;
@@ -44,8 +48,14 @@ void rv__mpsc_push_chain(rv__mpsc *q, rv__mpsc_node *first, rv__mpsc_node *last,
 /* The consumer only. NULL when empty or when a producer is mid-push. */
 rv__mpsc_node *rv__mpsc_pop(rv__mpsc *q);
 /* Approximate length; seq_cst so that it can take part in the
- * publish-then-check-sleepers handshake (see executor/worker.c). */
-static inline int64_t rv__mpsc_len(rv__mpsc *q) { return rv__atomic_load_seq_cst(&q->len); }
+ * publish-then-check-sleepers handshake (see executor/worker.c). popped is
+ * read first: a node is counted as pushed before it can be popped, so the
+ * difference never goes below the truth at the first read. */
+static inline int64_t rv__mpsc_len(rv__mpsc *q)
+{
+    int64_t popped = rv__atomic_load_seq_cst(&q->popped);
+    return rv__atomic_load_seq_cst(&q->pushed) - popped;
+}
 
 /* Become the consumer, without waiting. Returns 1 on success. */
 int rv__mpsc_try_claim(rv__mpsc *q);

@@ -257,9 +257,13 @@ void rv__handle_release_internal(rv_handle *h);
 enum rv__obj_kind { RV_OBJ_TASK, RV_OBJ_FUTURE, RV_OBJ_TASK_TIMER, RV_OBJ_KINDS };
 #define RV_TASK_TIMER_SIZE 72 /* sizeof(rv__task_timer), checked in task.c */
 
+#define RV_CACHE_SLOTS 1024
+#define RV_MAGAZINE (RV_CACHE_SLOTS / 2)
+#define RV_DEPOT_MAX 128 /* magazines */
+
 typedef struct rv__obj_cache {
-    rv__mpsc_node *head;
     unsigned count;
+    void *items[RV_CACHE_SLOTS];
 } rv__obj_cache;
 
 enum rv__switch_reason { RV_SWITCH_PARK, RV_SWITCH_YIELD, RV_SWITCH_EXIT };

@@ -35,32 +35,13 @@
 
 #include <ravel.h>
 
-#include "executor/alloc.h"
-
-#define MS (1000000LL)
 #define SEC (1000000000LL)
 #define WAIT_NS (20 * SEC)
-#define IP(x) ((void *)(intptr_t)(x))
-#define PI(p) ((intptr_t)(p))
+#include "test-util.h"
+
+#include "executor/alloc.h"
+
 #define MAX_STEPS 2000 /* far more than the scenario's allocation sites */
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Poll until *v >= target; false after WAIT_NS. */
-static bool wait_atomic(atomic_int *v, int target)
-{
-    int64_t deadline = rv_now() + WAIT_NS;
-    while (atomic_load(v) < target) {
-        if (rv_now() > deadline)
-            return false;
-        sleep_ms(1);
-    }
-    return true;
-}
 
 /* ------------------------------------------------------------------------- */
 /* The hook itself                                                            */

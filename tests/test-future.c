@@ -24,80 +24,10 @@
 
 #include <ravel.h>
 
-#define MS (1000000LL)
-#define SEC (1000000000LL)
-#define WAIT_NS (5 * SEC)
-#define IP(x) ((void *)(intptr_t)(x))
-#define PI(p) ((intptr_t)(p))
+#include "test-util.h"
 
 /* ------------------------------------------------------------------------- */
 /* Helpers (test thread only unless noted)                                    */
-
-static rv_runtime *new_runtime(unsigned workers)
-{
-    rv_config cfg;
-    rv_config_init(&cfg);
-    cfg.workers = workers;
-    rv_runtime *rt = NULL;
-    assert_int_equal(rv_runtime_new(&rt, &cfg), 0);
-    assert_non_null(rt);
-    return rt;
-}
-
-static void free_runtime(rv_runtime *rt) { assert_int_equal(rv_runtime_free(rt), 0); }
-
-static rv_future *new_future(rv_runtime *rt)
-{
-    rv_future *f = NULL;
-    assert_int_equal(rv_future_new(rt, &f), 0);
-    assert_non_null(f);
-    return f;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Poll (from a plain thread) until *v >= target; false after 5 s. */
-static bool wait_atomic(atomic_int *v, int target)
-{
-    int64_t deadline = rv_now() + WAIT_NS;
-    while (atomic_load(v) < target) {
-        if (rv_now() > deadline)
-            return false;
-        sleep_ms(1);
-    }
-    return true;
-}
-
-/* Inside a task: sleep 1 ms at a time until *v >= target. 0, or -ETIMEDOUT
- * after 5 s, or the rv_sleep error. */
-static int task_wait_atomic(atomic_int *v, int target)
-{
-    int64_t deadline = rv_now() + WAIT_NS;
-    while (atomic_load(v) < target) {
-        if (rv_now() > deadline)
-            return -ETIMEDOUT;
-        int rc = rv_sleep(1 * MS);
-        if (rc < 0)
-            return rc;
-    }
-    return 0;
-}
-
-/* Spawn fn(arg), wait for it (5 s), release it. Returns the wait's code. */
-static int run_task(rv_runtime *rt, rv_task_fn fn, void *arg, void **res)
-{
-    rv_task *t = NULL;
-    assert_int_equal(rv_spawn(rt, fn, arg, NULL, &t), 0);
-    assert_non_null(t);
-    int rc = rv_future_wait(rv_task_future(t), WAIT_NS, res);
-    assert_int_not_equal(rc, -ETIMEDOUT);
-    assert_int_equal(rv_task_release(t), 0);
-    return rc;
-}
 
 /* A log the done callbacks append to. */
 #define LOG_MAX 32

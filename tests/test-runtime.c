@@ -24,46 +24,12 @@
 
 #include <ravel.h>
 
-#define MS (1000000LL)
-#define SEC (1000000000LL)
-#define WAIT_NS (5 * SEC)
+#include "test-util.h"
+
 #define FOREVER (3600 * SEC)
-#define IP(x) ((void *)(intptr_t)(x))
-#define PI(p) ((intptr_t)(p))
 
 /* ------------------------------------------------------------------------- */
 /* Helpers                                                                    */
-
-static rv_runtime *new_runtime(unsigned workers)
-{
-    rv_config cfg;
-    rv_config_init(&cfg);
-    cfg.workers = workers;
-    rv_runtime *rt = NULL;
-    assert_int_equal(rv_runtime_new(&rt, &cfg), 0);
-    assert_non_null(rt);
-    return rt;
-}
-
-static void free_runtime(rv_runtime *rt) { assert_int_equal(rv_runtime_free(rt), 0); }
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Plain thread: poll until *v >= target; false after 5 s. */
-static bool wait_atomic(atomic_int *v, int target)
-{
-    int64_t deadline = rv_now() + WAIT_NS;
-    while (atomic_load(v) < target) {
-        if (rv_now() > deadline)
-            return false;
-        sleep_ms(1);
-    }
-    return true;
-}
 
 static unsigned workers_of(rv_runtime *rt)
 {

@@ -39,6 +39,10 @@
 
 #include <ravel.h>
 
+#define SEC (1000000000LL)
+#define WAIT_NS (60 * SEC)
+#include "test-util.h"
+
 #ifndef RV_LOCAL_QUEUE_SIZE
 #define RV_LOCAL_QUEUE_SIZE 256
 #endif
@@ -66,32 +70,9 @@
 #define SCALE_DIV 1
 #endif
 
-#define MS (1000000LL)
-#define SEC (1000000000LL)
-#define WAIT_NS (60 * SEC)
-#define IP(x) ((void *)(intptr_t)(x))
-#define PI(p) ((intptr_t)(p))
-
 /* Not cached across a suspension point (a task may resume on another thread). */
 static int *(*volatile errno_loc)(void) = __errno_location;
 #define TASK_ERRNO (*errno_loc())
-
-static rv_runtime *new_runtime(unsigned workers)
-{
-    rv_config cfg;
-    rv_config_init(&cfg);
-    cfg.workers = workers;
-    rv_runtime *rt = NULL;
-    assert_int_equal(rv_runtime_new(&rt, &cfg), 0);
-    assert_non_null(rt);
-    return rt;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static uint64_t mix(uint64_t h, uint64_t v)
 {

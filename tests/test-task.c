@@ -27,12 +27,9 @@
 
 #include <ravel.h>
 
-#define MS (1000000LL)
-#define SEC (1000000000LL)
-#define WAIT_NS (5 * SEC)
+#include "test-util.h"
+
 #define LONG_SLEEP (10 * SEC)
-#define IP(x) ((void *)(intptr_t)(x))
-#define PI(p) ((intptr_t)(p))
 
 /* pthread_self is declared const: called through a volatile pointer so that
  * the compiler cannot reuse a value read before a suspension point. */
@@ -40,72 +37,6 @@ static pthread_t (*volatile self_thread)(void) = pthread_self;
 
 /* ------------------------------------------------------------------------- */
 /* Helpers                                                                    */
-
-static rv_runtime *new_runtime(unsigned workers)
-{
-    rv_config cfg;
-    rv_config_init(&cfg);
-    cfg.workers = workers;
-    rv_runtime *rt = NULL;
-    assert_int_equal(rv_runtime_new(&rt, &cfg), 0);
-    assert_non_null(rt);
-    return rt;
-}
-
-static void free_runtime(rv_runtime *rt) { assert_int_equal(rv_runtime_free(rt), 0); }
-
-static rv_future *new_future(rv_runtime *rt)
-{
-    rv_future *f = NULL;
-    assert_int_equal(rv_future_new(rt, &f), 0);
-    assert_non_null(f);
-    return f;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Plain thread: poll until *v >= target; false after 5 s. */
-static bool wait_atomic(atomic_int *v, int target)
-{
-    int64_t deadline = rv_now() + WAIT_NS;
-    while (atomic_load(v) < target) {
-        if (rv_now() > deadline)
-            return false;
-        sleep_ms(1);
-    }
-    return true;
-}
-
-/* In a task: sleep 1 ms at a time until *v >= target. 0, -ETIMEDOUT after
- * 5 s, or rv_sleep's error. */
-static int task_wait_atomic(atomic_int *v, int target)
-{
-    int64_t deadline = rv_now() + WAIT_NS;
-    while (atomic_load(v) < target) {
-        if (rv_now() > deadline)
-            return -ETIMEDOUT;
-        int rc = rv_sleep(1 * MS);
-        if (rc < 0)
-            return rc;
-    }
-    return 0;
-}
-
-/* Spawn fn(arg), wait up to 5 s, release. Returns the task's code. */
-static int run_task(rv_runtime *rt, rv_task_fn fn, void *arg, void **res)
-{
-    rv_task *t = NULL;
-    assert_int_equal(rv_spawn(rt, fn, arg, NULL, &t), 0);
-    assert_non_null(t);
-    int rc = rv_future_wait(rv_task_future(t), WAIT_NS, res);
-    assert_int_not_equal(rc, -ETIMEDOUT);
-    assert_int_equal(rv_task_release(t), 0);
-    return rc;
-}
 
 /* Run fn as the main task of a fresh runtime with `workers` workers. */
 static int run_main(unsigned workers, rv_task_fn fn, void *arg, void **res)

@@ -547,7 +547,7 @@ int rv_future_wait(rv_future *f, int64_t timeout_ns, void **result)
             return -EDEADLK; /* a worker outside a task would stall its queue */
         if (&t->fut == f)
             return -EPERM;
-        return task_wait(t, f, timeout_ns < 0 ? -1 : rv_now() + timeout_ns, result);
+        return task_wait(t, f, timeout_ns < 0 ? -1 : rv__deadline_after(timeout_ns), result);
     }
     if (rv_future_done(f))
         return read_result(f, result);
@@ -557,7 +557,7 @@ int rv_future_wait(rv_future *f, int64_t timeout_ns, void **result)
     memset(&w, 0, sizeof w);
     if (!enter_waiter(f, &w, RV_WAIT_THREAD))
         return read_result(f, result);
-    int64_t deadline = timeout_ns < 0 ? -1 : rv_now() + timeout_ns;
+    int64_t deadline = timeout_ns < 0 ? -1 : rv__deadline_after(timeout_ns);
     if (!rv__futex_wait_set(&w.fired, deadline)) {
         rv__future_lock(f);
         if (w.linked) {

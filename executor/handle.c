@@ -113,7 +113,7 @@ int rv_call_at(rv_runtime *rt, int64_t when_ns, rv_callback_fn fn, void *arg, rv
 
 int rv_call_later(rv_runtime *rt, int64_t delay_ns, rv_callback_fn fn, void *arg, rv_handle **out)
 {
-    return rv_call_at(rt, rv_now() + (delay_ns > 0 ? delay_ns : 0), fn, arg, out);
+    return rv_call_at(rt, rv__deadline_after(delay_ns > 0 ? delay_ns : 0), fn, arg, out);
 }
 
 int rv_handle_cancel(rv_handle *h)

@@ -333,6 +333,7 @@ struct rv_runtime {
     _Atomic int stopping;          /* workers leave their loops */
     _Atomic int shut_down;         /* rv_runtime_shutdown finished */
     _Atomic unsigned next_worker;
+    _Atomic unsigned indefinite_sleepers; /* workers parked with no timeout */
     unsigned nworkers;
     rv__worker *workers;
     size_t stack_size;
@@ -369,6 +370,12 @@ void *rv__worker_main(void *arg);
 /* Suspend the current task (in fiber context) with a reason; returns on resume. */
 void rv__suspend(rv__worker *w, rv_task *t, uint8_t reason);
 uint64_t rv__now_tick(rv_runtime *rt);
+/* rv_now() + ns, saturating instead of overflowing for huge timeouts. */
+static inline int64_t rv__deadline_after(int64_t ns)
+{
+    int64_t now = rv_now();
+    return ns > INT64_MAX - now ? INT64_MAX : now + ns;
+}
 uint64_t rv__deadline_tick(rv_runtime *rt, int64_t when_ns);
 
 /* Stacks (stack.c). */

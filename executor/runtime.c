@@ -230,16 +230,20 @@ int rv_runtime_shutdown(rv_runtime *rt, int64_t timeout_ns)
     rv__worker *self = rv__tls_worker();
     if (self && self->rt == rt)
         return -EPERM;
-    /* seq_cst: pairs with rv_spawn's increment-then-check (see there). */
+    /* A spawn that read closing before this exchange may still queue a task
+     * after the live count below reached zero; that task is abandoned (ends
+     * cancelled) by rv_runtime_free's drain, so nothing leaks. */
     if (rv__atomic_exchange_seq_cst(&rt->closing, 1))
         return -EALREADY;
-    int64_t deadline = timeout_ns < 0 ? -1 : rv_now() + timeout_ns;
+    int64_t deadline = timeout_ns < 0 ? -1 : rv__deadline_after(timeout_ns);
 
     rv_all_tasks(rt, cancel_for_shutdown, NULL);
 
     int rc = 0;
     while (rv__live_tasks(rt) > 0) {
-        /* Bounded waits: a missed futex wake costs at most 10 ms. */
+        /* Bounded waits: the last task's wake of all_done is not a strict
+         * handshake with this loop (count_ended's release store and acquire
+         * read can miss closing), so a missed wake costs at most 10 ms. */
         int64_t step = rv_now() + 10000000;
         if (deadline >= 0 && deadline < step)
             step = deadline;
@@ -251,6 +255,8 @@ int rv_runtime_shutdown(rv_runtime *rt, int64_t timeout_ns)
         }
     }
     stop_workers(rt);
+    /* release: the last access to rt by this call; a concurrent
+     * rv_runtime_free may free it as soon as it sees this. */
     rv__atomic_store_release(&rt->shut_down, 1);
     return rc;
 }
@@ -315,10 +321,15 @@ int rv_runtime_free(rv_runtime *rt)
     rv__worker *self = rv__tls_worker();
     if (self && self->rt == rt)
         return -EPERM;
-    if (!rv__atomic_load_acquire(&rt->closing))
-        rv_runtime_shutdown(rt, -1);
-    else if (!rv__atomic_load_acquire(&rt->shut_down))
-        stop_workers(rt); /* another thread's shutdown is still waiting */
+    if (rv_runtime_shutdown(rt, -1) == -EALREADY) {
+        /* Another thread's shutdown may still be running: it owns the
+         * workers until it returns, so wait for it rather than stop them
+         * here. acquire: pairs with its final release store. */
+        while (!rv__atomic_load_acquire(&rt->shut_down)) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
 
     /* Whatever the queues hold, then the stragglers still parked. Abandoning
      * wakes nobody (waiters of an abandoned future are abandoned too), so

@@ -302,11 +302,12 @@ static void finish(rv__worker *w, rv_task *t, int rc, void *value)
         rv__registry_remove(t);
     rv__atomic_store_release(&t->sched, RV_SCHED_DONE);
 
-    /* Fire-and-forget: if the runtime holds the only reference, nobody can
-     * be waiting (a waiter holds a reference) and nobody can start to, so
-     * the outcome has no reader: skip the completion and free. acquire:
-     * pairs with the release decrement of the last other holder. */
-    if (rv__atomic_load_acquire(&t->fut.refs) == 1) {
+    /* Fire-and-forget: if the runtime holds the only reference, no one can
+     * start to wait (that takes a reference), and if no callback was
+     * registered while others held one, the outcome has no reader: skip
+     * the completion and free. acquire: pairs with the release decrement of
+     * the last other holder, so its registrations are visible in `head`. */
+    if (rv__atomic_load_acquire(&t->fut.refs) == 1 && !t->fut.head) {
         count_ended(rt, w);
         rv__task_free(t);
         return;
@@ -736,7 +737,7 @@ int rv_sleep(int64_t ns)
         return -EPERM;
     if (ns <= 0)
         return rv_yield();
-    rv__task_timer *tt = rv__task_timer_arm(t, rv_now() + ns);
+    rv__task_timer *tt = rv__task_timer_arm(t, rv__deadline_after(ns));
     if (!tt)
         return -ENOMEM;
     int rc = 0;

@@ -1,10 +1,11 @@
 /* executor/timer.c - a per-worker hierarchical timer wheel.
  *
  * Six levels of 64 slots; a tick is 1 ms. Level L slot s covers 64^L ticks, so
- * the wheel spans 64^6 ms (about 2.2 years; later deadlines are clamped). A
- * timer sits at the lowest level whose slot range separates its deadline from
- * `elapsed`; when `elapsed` reaches a higher-level slot, that slot's timers
- * cascade down or fire. A 64-bit occupancy mask per level finds the next
+ * one rotation of the top level spans 64^6 ms (about 2.2 years); a later
+ * deadline waits in the top level's last slot and cascades again from there.
+ * A timer sits at the lowest level whose slot range separates its deadline
+ * from `elapsed`; when `elapsed` reaches a higher-level slot, that slot's
+ * timers cascade down or fire. A 64-bit occupancy mask per level finds the next
  * non-empty slot with one count-trailing-zeros.
  *
  * Insert and remove are O(1) and happen only on the owning worker. Another
@@ -18,7 +19,6 @@
 #include "executor/internal.h"
 
 #define LEVEL_BITS 6
-#define MAX_TICKS ((1ULL << (LEVEL_BITS * RV_WHEEL_LEVELS)) - 1)
 
 void rv__wheel_init(rv__wheel *w) { memset(w, 0, sizeof *w); }
 
@@ -33,7 +33,15 @@ static unsigned level_for(uint64_t elapsed, uint64_t when)
 static void link_timer(rv__wheel *w, rv__timer *t)
 {
     unsigned level = level_for(w->elapsed, t->when);
-    unsigned slot = (unsigned)(t->when >> (level * LEVEL_BITS)) & (RV_WHEEL_SLOTS - 1);
+    unsigned shift = level * LEVEL_BITS;
+    unsigned slot = (unsigned)(t->when >> shift) & (RV_WHEEL_SLOTS - 1);
+    if ((t->when ^ w->elapsed) >> (LEVEL_BITS * RV_WHEEL_LEVELS)) {
+        /* Beyond the top level's current rotation: its slot number would
+         * alias the current slot. Park it in the rotation's last slot; when
+         * that comes up it cascades again, closer each time. */
+        unsigned now_slot = (unsigned)(w->elapsed >> shift) & (RV_WHEEL_SLOTS - 1);
+        slot = (now_slot + RV_WHEEL_SLOTS - 1) & (RV_WHEEL_SLOTS - 1);
+    }
     t->level = (uint8_t)level;
     t->slot = (uint8_t)slot;
     t->prev = NULL;
@@ -49,8 +57,6 @@ void rv__wheel_insert(rv__wheel *w, rv__timer *t)
 {
     if (t->when < w->elapsed)
         t->when = w->elapsed; /* already due: fires at the next advance */
-    if (t->when - w->elapsed > MAX_TICKS)
-        t->when = w->elapsed + MAX_TICKS;
     link_timer(w, t);
     w->count++;
 }
@@ -118,11 +124,16 @@ uint64_t rv__wheel_advance(rv__wheel *w, uint64_t now)
         rv__timer *list = w->slots[level][slot];
         w->slots[level][slot] = NULL;
         w->occupied[level] &= ~(1ULL << slot);
+        /* Unlink the whole detached list before running any callback: a
+         * callback that cancels another timer of this list must take the
+         * CAS-only path (the loop then drops that timer once), not unlink it
+         * from a slot it is no longer in. */
+        for (rv__timer *t = list; t; t = t->next)
+            t->linked = false;
         while (list) {
             rv__timer *t = list;
             list = t->next;
             t->next = t->prev = NULL;
-            t->linked = false;
             w->count--;
             if (rv__atomic_load_acquire(&t->state) == RV_TIMER_CANCELLED) {
                 t->drop(t);

@@ -78,6 +78,7 @@
 #define RV_INJECT_INTERVAL 31
 #define RV_TIMER_CHECK_MASK 7 /* with timers armed, look at the clock every 8 jobs */
 #define RV_TRIM_IDLE_MS 50    /* trim pooled stacks after this long without a job */
+#define RV_LIFO_WATCH_MS 10   /* an idle worker looks at busy workers' LIFO slots */
 
 /* ------------------------------------------------------------------------- */
 /* The thread-local worker pointer                                            */
@@ -432,7 +433,9 @@ static void found_work(rv__worker *w)
         return;
     w->searching = false;
     uint32_t prev = rv__atomic_fetch_sub_seq_cst(&w->rt->searching, 1);
-    if (prev == 1 && (rv__deque_len(&w->runq) > 0 || rv__mpsc_len(&w->rt->inject) > 0))
+    /* Producers skipped waking anyone while we searched: if work is left
+     * anywhere (not only in our own queue), pass the baton. */
+    if (prev == 1 && work_visible(w))
         rv__notify_one(w->rt);
 }
 
@@ -492,6 +495,20 @@ static bool lifo_occupied_elsewhere(rv__worker *w)
     return any;
 }
 
+/* True when some other worker is not parked (it may fill its LIFO slot). */
+static bool others_running(rv__worker *w)
+{
+    rv_runtime *rt = w->rt;
+    for (unsigned v = 0; v < rt->nworkers; v++) {
+        if (v == w->index)
+            continue;
+        uint64_t bits = rv__atomic_load_relaxed(&rt->sleepers[v / 64]);
+        if (!(bits & (1ULL << (v % 64))))
+            return true;
+    }
+    return false;
+}
+
 /* ------------------------------------------------------------------------- */
 /* Parking                                                                    */
 
@@ -546,21 +563,41 @@ static void park(rv__worker *w)
     bool stuck_check = lifo_occupied_elsewhere(w);
     if (stuck_check && (timeout_ms < 0 || timeout_ms > 1))
         timeout_ms = 1;
+    /* While another worker runs, come back now and then: a task it puts in
+     * its LIFO slot and then keeps running past (a spawn followed by a long
+     * computation) tells no one, and only a worker that looks can take it.
+     * This bounds how long the slot can strand work to about
+     * RV_LIFO_WATCH_MS + 1 ms, at the cost of an idle worker waking 100
+     * times a second while others are busy. */
+    if (others_running(w) && (timeout_ms < 0 || timeout_ms > RV_LIFO_WATCH_MS))
+        timeout_ms = RV_LIFO_WATCH_MS;
     if (trim_pending && (timeout_ms < 0 || timeout_ms > RV_TRIM_IDLE_MS))
         timeout_ms = RV_TRIM_IDLE_MS;
 
     count(&w->stats.parks, 1);
     int64_t t0 = rv_now();
     count(&w->stats.busy_ns, (uint64_t)(t0 - w->unparked_at));
+    if (timeout_ms < 0)
+        rv__atomic_fetch_add_relaxed(&rt->indefinite_sleepers, 1);
     int io = rv__poller_wait(&w->poller, timeout_ms);
+    if (timeout_ms < 0)
+        rv__atomic_fetch_sub_relaxed(&rt->indefinite_sleepers, 1);
     w->unparked_at = rv_now();
     count(&w->stats.unparks, 1);
     if (io > 0)
         count(&w->stats.io_events, (uint64_t)io);
-    if (!sleeper_claim(rt, w->index))
+    if (!sleeper_claim(rt, w->index)) {
         w->searching = true; /* woken by a producer, who counted us */
-    else if (stuck_check)
-        start_searching(w);
+    } else {
+        /* Woken by our own timer or I/O: we are about to run, and a worker
+         * that went to sleep with no timeout (everyone was idle then) would
+         * never look at our LIFO slot. Wake one; it will park with the
+         * watch timeout while we run. */
+        if (rv__atomic_load_relaxed(&rt->indefinite_sleepers) > 0)
+            rv__notify_one(rt);
+        if (stuck_check)
+            start_searching(w);
+    }
     fire_timers(w);
 }
 

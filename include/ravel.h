@@ -84,15 +84,21 @@ RV_EXTERN int rv_runtime_new(rv_runtime **out, const rv_config *cfg);
  * every task (each sees -ECANCELED at its await point) and wait up to
  * `timeout_ns` for all tasks to end (negative: forever). Tasks still running
  * at the deadline are listed on stderr and the call returns -ETIMEDOUT; the
- * workers are stopped either way. Returns -EPERM when called from one of this
+ * workers are stopped either way, except that a worker running a task that
+ * never suspends cannot be interrupted: the call then returns only when that
+ * task suspends or ends. Returns -EPERM when called from one of this
  * runtime's own worker threads (it would wait for itself), -EALREADY when the
  * runtime is already shut down. */
 RV_EXTERN int rv_runtime_shutdown(rv_runtime *rt, int64_t timeout_ns);
 
 /* Shut down (with no deadline) if not done yet, then free the runtime and
  * everything it owns. Task and future handles the user still holds stay valid
- * until released; they are finished (cancelled if they never ended). Returns
- * -EPERM from a worker thread of `rt`. */
+ * until released; they are finished (cancelled if they never ended). After
+ * this call such a handle may only be queried and released: completing a
+ * future of this runtime that has done callbacks, or adding one, would
+ * schedule work on a runtime that no longer exists. Returns -EPERM from a
+ * worker thread of `rt`. May be called while another thread's
+ * rv_runtime_shutdown is still running; it waits for that call to return. */
 RV_EXTERN int rv_runtime_free(rv_runtime *rt);
 
 /* The runtime the calling thread works for (a worker or a task), else NULL. */

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -962,6 +963,117 @@ static void test_runtime_null_handles(void **state)
     assert_int_equal(atomic_load(&flag), 0);
 }
 
+/* ------------------------------------------------------------------------- */
+/* Regressions found in review                                                */
+
+static void count_cb(void *arg) { atomic_fetch_add((atomic_int *)arg, 1); }
+
+static rv_handle *g_same_tick_h2;
+static atomic_int g_same_tick_cancel_rc;
+static atomic_int g_same_tick_h2_ran;
+
+static void same_tick_h2_cb(void *arg) { atomic_fetch_add(&g_same_tick_h2_ran, 1); }
+
+static void same_tick_h1_cb(void *arg)
+{
+    atomic_store(&g_same_tick_cancel_rc, rv_handle_cancel(g_same_tick_h2));
+}
+
+/* rv_handle_cancel: "Prevent the callback from running ... O(1), any thread",
+ * from a callback that fell due in the same tick as the one it cancels; the
+ * caller's handle stays valid until released (once a double free). */
+static void test_runtime_cancel_from_callback_same_tick(void **state)
+{
+    (void)state;
+    rv_runtime *rt = new_runtime(1);
+    atomic_store(&g_same_tick_cancel_rc, 1);
+    atomic_store(&g_same_tick_h2_ran, 0);
+    rv_handle *h1 = NULL;
+    int64_t when = rv_now() + 20 * MS;
+    assert_int_equal(rv_call_at(rt, when, same_tick_h2_cb, NULL, &g_same_tick_h2), 0);
+    assert_int_equal(rv_call_at(rt, when, same_tick_h1_cb, NULL, &h1), 0);
+    /* h1 was linked last, so it runs first and cancels h2. */
+    int64_t deadline = rv_now() + WAIT_NS;
+    while (atomic_load(&g_same_tick_cancel_rc) == 1 && rv_now() < deadline)
+        sleep_ms(1);
+    sleep_ms(20);
+    assert_int_equal(atomic_load(&g_same_tick_cancel_rc), 0);
+    assert_int_equal(atomic_load(&g_same_tick_h2_ran), 0);
+    assert_int_equal(rv_handle_release(g_same_tick_h2), 0);
+    assert_int_equal(rv_handle_release(h1), 0);
+    /* The wheel's count stayed right: a later timer still fires. */
+    atomic_int later;
+    atomic_init(&later, 0);
+    rv_handle *h3 = NULL;
+    assert_int_equal(rv_call_later(rt, 5 * MS, count_cb, &later, &h3), 0);
+    assert_true(wait_atomic(&later, 1));
+    assert_int_equal(rv_handle_release(h3), 0);
+    free_runtime(rt);
+}
+
+static int far_timer_body(void *arg, void **res)
+{
+    atomic_int *fired = arg;
+    int rc = rv_sleep(5 * MS);
+    if (rc)
+        return rc;
+    /* Three years ahead, beyond one rotation of the wheel's top level. */
+    rc = rv_call_later(NULL, 3LL * 365 * 24 * 3600 * SEC, count_cb, fired, NULL);
+    if (rc)
+        return rc;
+    rc = rv_call_later(NULL, INT64_MAX, count_cb, fired, NULL); /* saturates */
+    if (rc)
+        return rc;
+    return rv_sleep(30 * MS); /* the worker must keep running other timers */
+}
+
+/* rv_call_later with a delay beyond the wheel's top rotation (once a worker
+ * spinning forever) and with INT64_MAX (once an overflow to "now"). */
+static void test_runtime_call_later_years_ahead(void **state)
+{
+    (void)state;
+    rv_runtime *rt = new_runtime(1);
+    atomic_int fired;
+    atomic_init(&fired, 0);
+    assert_int_equal(run_task(rt, far_timer_body, &fired, NULL), 0);
+    assert_int_equal(atomic_load(&fired), 0);
+    free_runtime(rt);
+}
+
+static rv_runtime *g_shut_rt;
+static atomic_int g_shut_rc;
+
+static void *shutdown_thread(void *arg)
+{
+    atomic_store(&g_shut_rc, rv_runtime_shutdown(g_shut_rt, -1));
+    return NULL;
+}
+
+static int sleeps_through_cancel_body(void *arg, void **res)
+{
+    for (int i = 0; i < 10; i++)
+        rv_sleep(10 * MS); /* ignores cancellation, for 100 ms */
+    return 0;
+}
+
+/* rv_runtime_free: "May be called while another thread's rv_runtime_shutdown
+ * is still running; it waits for that call to return" (once a use after free
+ * and a double join). */
+static void test_runtime_free_during_other_threads_shutdown(void **state)
+{
+    (void)state;
+    g_shut_rt = new_runtime(2);
+    atomic_store(&g_shut_rc, 1);
+    assert_int_equal(rv_spawn(g_shut_rt, sleeps_through_cancel_body, NULL, NULL, NULL), 0);
+    sleep_ms(10);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, shutdown_thread, NULL), 0);
+    sleep_ms(20); /* the other thread is waiting for the task */
+    assert_int_equal(rv_runtime_free(g_shut_rt), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(atomic_load(&g_shut_rc), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -996,6 +1108,9 @@ int main(void)
         cmocka_unit_test(test_runtime_stats),
         cmocka_unit_test(test_runtime_stats_bad_index),
         cmocka_unit_test(test_runtime_null_handles),
+        cmocka_unit_test(test_runtime_cancel_from_callback_same_tick),
+        cmocka_unit_test(test_runtime_call_later_years_ahead),
+        cmocka_unit_test(test_runtime_free_during_other_threads_shutdown),
     };
     /* RV_TEST_FILTER=pattern runs only the matching tests (debugging). */
     const char *filter = getenv("RV_TEST_FILTER");

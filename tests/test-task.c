@@ -1939,9 +1939,78 @@ static void test_task_local_key_exhaustion(void **state)
     assert_int_equal(rv_local_key_create(&extra, NULL), -EAGAIN);
 }
 
+/* ------------------------------------------------------------------------- */
+/* Regressions found in review                                                */
+
+static void count_done_cb(rv_future *f, void *arg) { atomic_fetch_add((atomic_int *)arg, 1); }
+
+static int short_sleep_body(void *arg, void **res) { return rv_sleep(10 * MS); }
+
+/* rv_future_add_done_callback: "Call cb(f, arg) once f is done", also when
+ * the caller releases its task handle right after registering (once dropped
+ * by the fire-and-forget fast path). */
+static void test_task_done_callback_after_handle_released(void **state)
+{
+    (void)state;
+    rv_runtime *rt = new_runtime(2);
+    atomic_int called;
+    atomic_init(&called, 0);
+    rv_task *t = NULL;
+    assert_int_equal(rv_spawn(rt, short_sleep_body, NULL, NULL, &t), 0);
+    assert_int_equal(rv_future_add_done_callback(rv_task_future(t), count_done_cb, &called), 0);
+    assert_int_equal(rv_task_release(t), 0);
+    assert_true(wait_atomic(&called, 1));
+    free_runtime(rt);
+    assert_int_equal(atomic_load(&called), 1);
+}
+
+struct stranded_ctx {
+    atomic_llong child_started_at;
+    int64_t spawned_at;
+};
+
+static int stranded_child(void *arg, void **res)
+{
+    struct stranded_ctx *c = arg;
+    atomic_store(&c->child_started_at, rv_now());
+    return 0;
+}
+
+static int stranded_parent(void *arg, void **res)
+{
+    struct stranded_ctx *c = arg;
+    rv_sleep(30 * MS); /* both workers go idle; the other one parks */
+    c->spawned_at = rv_now();
+    if (rv_spawn(NULL, stranded_child, c, NULL, NULL) != 0) /* our LIFO slot */
+        return -EIO;
+    while (rv_now() - c->spawned_at < 300 * MS) /* busy, never suspending */
+        ;
+    return 0;
+}
+
+/* Scheduler: the LIFO slot "never strands work when its worker is busy": a
+ * child spawned just before a long computation starts on the idle worker
+ * well before that computation ends (once not until the parent suspended). */
+static void test_task_lifo_not_stranded_behind_long_job(void **state)
+{
+    (void)state;
+    rv_runtime *rt = new_runtime(2);
+    struct stranded_ctx c;
+    memset(&c, 0, sizeof c);
+    atomic_init(&c.child_started_at, 0);
+    assert_int_equal(run_task(rt, stranded_parent, &c, NULL), 0);
+    long long at = atomic_load(&c.child_started_at);
+    free_runtime(rt);
+    assert_true(at != 0);
+    print_message("child started %.1f ms after the spawn\n", (double)(at - c.spawned_at) / 1e6);
+    assert_true(at - c.spawned_at < 150 * MS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_task_done_callback_after_handle_released),
+        cmocka_unit_test(test_task_lifo_not_stranded_behind_long_job),
         cmocka_unit_test(test_task_result),
         cmocka_unit_test(test_task_error),
         cmocka_unit_test(test_task_error_without_message),

@@ -751,6 +751,68 @@ static void workload_sleep_many(const bench_opts *o)
 }
 
 /* ------------------------------------------------------------------------- */
+/* parked_memory (not in WORKLOADS.md): what one parked task costs.           */
+/*
+ * W6's bytes_per_task_1m is the workload's peak over N, and spawning a
+ * million tasks outlasts their 10 ms sleep, so early ones end (and their
+ * stacks are reused) before the last start. Here N tasks are all asleep at
+ * once (60 s sleeps, cancelled by the shutdown that ends the run), and the
+ * figure is (RSS with all parked - RSS before spawning) / N: the cost behind
+ * the issue's "<= 4.6 KiB per parked task at 1,000,000".
+ */
+
+typedef struct parked_memory {
+    unsigned workers;
+    uint64_t tasks;
+    atomic_uint_fast64_t parked;
+    int64_t rss_before;
+    int64_t rss_parked;
+} parked_memory;
+
+static int parked_task(void *arg, void **result)
+{
+    parked_memory *w = arg;
+    atomic_fetch_add(&w->parked, 1);
+    int rc = rv_sleep(60 * NS_PER_S); /* ends cancelled, at shutdown */
+    return rc == -ECANCELED ? 0 : rc;
+}
+
+static int parked_driver(void *arg, void **result)
+{
+    parked_memory *w = arg;
+    bench_release_cached_memory();
+    w->rss_before = bench_rss_current_bytes();
+    for (uint64_t i = 0; i < w->tasks; i++)
+        CHECK(rv_spawn(NULL, parked_task, w, NULL, NULL));
+    int64_t deadline = bench_now_ns() + 60 * NS_PER_S;
+    while (atomic_load(&w->parked) < w->tasks) {
+        if (bench_now_ns() > deadline)
+            CHECK(-ETIMEDOUT);
+        CHECK(rv_sleep(NS_PER_MS));
+    }
+    CHECK(rv_sleep(20 * NS_PER_MS)); /* the last counted ones reach their sleep */
+    w->rss_parked = bench_rss_current_bytes();
+    return 0;
+}
+
+static void workload_parked_memory(const bench_opts *o)
+{
+    parked_memory w = {.workers = o->workers, .tasks = o->quick ? 100000 : 1000000};
+    atomic_init(&w.parked, 0);
+    fprintf(stderr, "ravel-bench: parked_memory: N=%llu tasks parked at once (one run)\n",
+            (unsigned long long)w.tasks);
+    run_driver(w.workers, parked_driver, &w);
+    double bytes = (double)(w.rss_parked - w.rss_before) / (double)w.tasks;
+    bench_summary s = {.median = bytes, .min = bytes, .max = bytes};
+    bench_line line;
+    bench_line_begin(&line, "parked_memory", o->workers);
+    bench_line_add(&line, "bytes_per_parked_task", bytes, 0);
+    bench_line_add(&line, "tasks", (double)w.tasks, 0);
+    bench_line_add_range(&line, "bytes_per_parked_task", s, 0);
+    bench_line_print(&line);
+}
+
+/* ------------------------------------------------------------------------- */
 /* Command line                                                               */
 
 typedef struct workload {
@@ -760,10 +822,14 @@ typedef struct workload {
 } workload;
 
 static const workload workloads[] = {
-    {"W1", "spawn_many", workload_spawn_many},       {"W1r", "spawn_remote", workload_spawn_remote},
-    {"W2", "yield_many", workload_yield_many},       {"W3", "ping_pong", workload_ping_pong},
-    {"W4", "chained_spawn", workload_chained_spawn}, {"W5", "fib", workload_fib},
+    {"W1", "spawn_many", workload_spawn_many},
+    {"W1r", "spawn_remote", workload_spawn_remote},
+    {"W2", "yield_many", workload_yield_many},
+    {"W3", "ping_pong", workload_ping_pong},
+    {"W4", "chained_spawn", workload_chained_spawn},
+    {"W5", "fib", workload_fib},
     {"W6", "sleep_many", workload_sleep_many},
+    {"M1", "parked_memory", workload_parked_memory},
 };
 #define WORKLOAD_COUNT (sizeof workloads / sizeof workloads[0])
 

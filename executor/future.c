@@ -44,7 +44,6 @@ void rv__future_init(rv_future *f, rv_runtime *rt, bool is_task)
     rv__atomic_store_relaxed(&f->state, RV_FUT_PENDING);
     rv__atomic_store_relaxed(&f->lock, 0);
     f->is_task = is_task;
-    f->retrieved = false;
     f->error = 0;
     f->result = NULL;
     f->msg = NULL;
@@ -112,7 +111,7 @@ static void schedule_callbacks(rv_future *f, rv__waiter *first)
 {
     rv_future_ref(f);
     first->u.cb.future = f;
-    rv__schedule(f->rt, &first->job, false);
+    rv__schedule(f->rt, &first->job);
 }
 
 static void dispatch(rv_future *f, rv__waiter *w)
@@ -344,7 +343,6 @@ static int read_result(rv_future *f, void **result)
             *result = f->result;
         return 0;
     case RV_FUT_ERROR:
-        f->retrieved = true;
         return f->error;
     case RV_FUT_CANCELLED:
         return -ECANCELED;
@@ -427,19 +425,24 @@ int rv_future_remove_done_callback(rv_future *f, rv_future_cb cb, void *arg)
 
 /* Take a stack waiter off f's list, or, if the completer already detached it,
  * wait until the completer has finished touching it. */
+bool rv__future_drop_waiter(rv_future *f, rv__waiter *w)
+{
+    rv__future_lock(f);
+    bool was_linked = w->linked;
+    if (was_linked)
+        list_unlink(f, w);
+    rv__future_unlock(f);
+    return was_linked;
+}
+
 static void leave_waiter(rv_future *f, rv__waiter *w)
 {
     /* The common case: the completer already released us. acquire: pairs
      * with its release store of fired, after its last access to *w. */
     if (rv__atomic_load_acquire(&w->fired))
         return;
-    rv__future_lock(f);
-    if (w->linked) {
-        list_unlink(f, w);
-        rv__future_unlock(f);
+    if (rv__future_drop_waiter(f, w))
         return;
-    }
-    rv__future_unlock(f);
     /* acquire: pairs with the completer's release store of fired. The window
      * is a few instructions long unless the completer was preempted. */
     for (unsigned spins = 0; !rv__atomic_load_acquire(&w->fired); spins++) {
@@ -559,13 +562,8 @@ int rv_future_wait(rv_future *f, int64_t timeout_ns, void **result)
         return read_result(f, result);
     int64_t deadline = timeout_ns < 0 ? -1 : rv__deadline_after(timeout_ns);
     if (!rv__futex_wait_set(&w.fired, deadline)) {
-        rv__future_lock(f);
-        if (w.linked) {
-            list_unlink(f, &w);
-            rv__future_unlock(f);
+        if (rv__future_drop_waiter(f, &w))
             return -ETIMEDOUT;
-        }
-        rv__future_unlock(f);
         rv__futex_wait_set(&w.fired, -1); /* completer is mid-dispatch: brief */
     }
     return read_result(f, result);

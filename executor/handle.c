@@ -83,7 +83,7 @@ int rv_call_soon(rv_runtime *rt, rv_callback_fn fn, void *arg, rv_handle **out)
         return rc;
     h->arg = arg;
     h->job.kind = RV_JOB_CALLBACK;
-    rv__schedule(rt, &h->job, false);
+    rv__schedule(rt, &h->job);
     return 0;
 }
 
@@ -106,7 +106,7 @@ int rv_call_at(rv_runtime *rt, int64_t when_ns, rv_callback_fn fn, void *arg, rv
     } else {
         /* A plain thread cannot touch a wheel: a worker arms it. */
         h->job.kind = RV_JOB_TIMER_ARM;
-        rv__schedule(rt, &h->job, false);
+        rv__schedule(rt, &h->job);
     }
     return 0;
 }

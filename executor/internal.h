@@ -101,7 +101,6 @@ typedef struct rv__stack {
     void *lo;               /* lowest usable byte (just above the guard) */
     size_t size;            /* usable bytes */
     uint8_t guard;          /* RV_GUARD_* protecting the page below lo */
-    bool cold;              /* pages given back with MADV_DONTNEED */
 } rv__stack;
 
 enum { RV_GUARD_NONE, RV_GUARD_MADVISE, RV_GUARD_MPROTECT };
@@ -143,7 +142,6 @@ struct rv_future {
     _Atomic uint8_t state; /* rv__future_state */
     rv__spinlock lock;     /* over the waiter list (O(1) sections) */
     bool is_task;
-    bool retrieved; /* error looked at (debug reporting) */
     int error;
     void *result;
     char *msg;
@@ -157,6 +155,9 @@ void rv__future_init(rv_future *f, rv_runtime *rt, bool is_task);
 int rv__future_complete(rv_future *f, int state, void *result, int error, char *msg);
 /* Free what a future owns (not the future's memory). */
 void rv__future_fini(rv_future *f);
+/* Take waiter `w` off f's list if it is still there; false if the
+ * completer already detached it. Takes f's lock. */
+bool rv__future_drop_waiter(rv_future *f, rv__waiter *w);
 void rv__future_lock(rv_future *f);
 void rv__future_unlock(rv_future *f);
 /* Run a callback batch job. */
@@ -277,7 +278,6 @@ typedef struct rv__worker {
     /* Fields other workers touch, each on its own lines. */
     rv__deque runq;
     RV_CACHE_ALIGNED _Atomic(rv__job *) lifo;
-    _Atomic uint64_t polls; /* bumped per job: thieves see a stuck worker */
     rv__mpsc inbox;
     rv__poller poller;
     rv__counters stats;
@@ -360,7 +360,7 @@ bool rv__futex_wait_set(_Atomic uint32_t *word, int64_t deadline);
 /* Scheduling (worker.c). From a worker of `rt`: a task goes to the LIFO slot
  * (the previous occupant to the local queue), other jobs to the local queue;
  * from anywhere else: the inject queue. Wakes an idle worker if needed. */
-void rv__schedule(rv_runtime *rt, rv__job *job, bool is_new_task);
+void rv__schedule(rv_runtime *rt, rv__job *job);
 /* Back of the calling worker's local queue, no LIFO (yield, requeue). */
 void rv__schedule_yielded(rv__worker *w, rv__job *job);
 void rv__schedule_pinned(rv__worker *target, rv__job *job);

@@ -134,7 +134,6 @@ static rv__stack *carve(rv__worker *w, size_t size)
         char *guard = (char *)s->base + (size + ps) * i;
         d->lo = guard + ps;
         d->size = size;
-        d->cold = false;
         d->guard = RV_GUARD_NONE;
         if (rt->guard_mode == RV_GUARD_MADVISE && madvise(guard, ps, MADV_GUARD_INSTALL) == 0)
             d->guard = RV_GUARD_MADVISE;
@@ -174,9 +173,7 @@ rv__stack *rv__stack_get(rv__worker *w, size_t size)
     rv__stack *s = take_from(&w->free_stacks, size);
     if (s) {
         w->free_hot--;
-    } else if ((s = take_from(&w->cold_stacks, size))) {
-        s->cold = false;
-    } else {
+    } else if (!(s = take_from(&w->cold_stacks, size))) {
         s = carve(w, size);
         if (!s) {
             if (!slab_new(w->rt, size))
@@ -209,7 +206,6 @@ bool rv__stack_trim(rv__worker *w)
         /* Keep the top page, where the next task starts. */
         if (s->size > ps)
             madvise(s->lo, s->size - ps, MADV_DONTNEED);
-        s->cold = true;
         s->next = w->cold_stacks;
         w->cold_stacks = s;
     }

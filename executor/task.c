@@ -247,7 +247,7 @@ int rv_spawn(rv_runtime *rt, rv_task_fn fn, void *arg, const rv_spawn_opts *opts
             t->pin = &rt->workers[rv__atomic_fetch_add_relaxed(&rt->next_worker, 1) % rt->nworkers];
         rv__schedule_pinned(t->pin, &t->job);
     } else {
-        rv__schedule(rt, &t->job, true);
+        rv__schedule(rt, &t->job);
     }
     return 0;
 }
@@ -403,7 +403,7 @@ void rv__task_wake(rv_task *t)
                 if (t->pinned)
                     rv__schedule_pinned(t->pin, &t->job);
                 else
-                    rv__schedule(t->fut.rt, &t->job, false);
+                    rv__schedule(t->fut.rt, &t->job);
                 return;
             }
         } else if (s == RV_SCHED_RUNNING) {
@@ -429,21 +429,7 @@ void rv__task_free(rv_task *t)
 void rv__task_abandon(rv__worker *w, rv_task *t)
 {
     if (t->awaiting) {
-        rv_future *f = t->awaiting;
-        rv__future_lock(f);
-        if (t->awaiting_rec->linked) {
-            rv__waiter *rec = t->awaiting_rec;
-            if (rec->prev)
-                rec->prev->next = rec->next;
-            else
-                f->head = rec->next;
-            if (rec->next)
-                rec->next->prev = rec->prev;
-            else
-                f->tail = rec->prev;
-            rec->linked = false;
-        }
-        rv__future_unlock(f);
+        rv__future_drop_waiter(t->awaiting, t->awaiting_rec);
         t->awaiting = NULL;
     }
     if (t->timer)

@@ -217,9 +217,8 @@ static void push_local(rv__worker *w, rv__job *job)
     count(&w->stats.overflows, 1);
 }
 
-void rv__schedule(rv_runtime *rt, rv__job *job, bool is_new_task)
+void rv__schedule(rv_runtime *rt, rv__job *job)
 {
-    (void)is_new_task;
     rv__worker *w = rv__tls_worker();
     if (w && w->rt == rt) {
         if (job->kind == RV_JOB_TASK) {
@@ -462,7 +461,7 @@ static rv__job *steal(rv__worker *w)
         /* A LIFO occupant is taken only from a worker stuck in one job since
          * our previous look: then it would otherwise wait for that job. */
         if (rv__atomic_load_relaxed(&victim->lifo)) {
-            uint64_t polls = rv__atomic_load_relaxed(&victim->polls);
+            uint64_t polls = rv__atomic_load_relaxed(&victim->stats.tasks_polled);
             if (polls == w->last_polls[v]) {
                 j = rv__atomic_exchange_acq_rel(&victim->lifo, NULL);
                 if (j) {
@@ -488,7 +487,7 @@ static bool lifo_occupied_elsewhere(rv__worker *w)
             continue;
         rv__worker *victim = &rt->workers[v];
         if (rv__atomic_load_relaxed(&victim->lifo)) {
-            w->last_polls[v] = rv__atomic_load_relaxed(&victim->polls);
+            w->last_polls[v] = rv__atomic_load_relaxed(&victim->stats.tasks_polled);
             any = true;
         }
     }
@@ -607,7 +606,7 @@ static void park(rv__worker *w)
 static void run_job(rv__worker *w, rv__job *job)
 {
     w->trim_due_ms = 0; /* not idle */
-    rv__atomic_store_relaxed(&w->polls, rv__atomic_load_relaxed(&w->polls) + 1);
+    /* Also what thieves compare to tell a worker stuck in one job. */
     count(&w->stats.tasks_polled, 1);
     switch (job->kind) {
     case RV_JOB_TASK:

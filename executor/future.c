@@ -114,7 +114,7 @@ static void schedule_callbacks(rv_future *f, rv__waiter *first)
     rv__schedule(f->rt, &first->job);
 }
 
-static void dispatch(rv_future *f, rv__waiter *w)
+static void dispatch(rv_future *f, uint8_t state, rv__waiter *w)
 {
     rv__waiter *cb_first = NULL, *cb_last = NULL;
     while (w) {
@@ -130,6 +130,11 @@ static void dispatch(rv_future *f, rv__waiter *w)
         case RV_WAIT_THREAD:
             rv__atomic_store_release(&w->fired, 1);
             rv__futex_wake_all(&w->fired);
+            break;
+        case RV_WAIT_HOOK:
+            w->u.hook.fn(w, f, state);
+            /* release: as for RV_WAIT_TASK, pairs with leave_waiter. */
+            rv__atomic_store_release(&w->fired, 1);
             break;
         case RV_WAIT_CALLBACK:
             w->next = NULL;
@@ -166,7 +171,7 @@ int rv__future_complete(rv_future *f, int state, void *result, int error, char *
     /* release: publishes result/error/msg to every acquire load of state. */
     rv__atomic_store_release(&f->state, (uint8_t)state);
     rv__future_unlock(f);
-    dispatch(f, list);
+    dispatch(f, (uint8_t)state, list);
     return 0;
 }
 
@@ -467,6 +472,16 @@ static bool enter_waiter(rv_future *f, rv__waiter *w, uint8_t kind)
     rv__future_unlock(f);
     return true;
 }
+
+bool rv__future_watch(rv_future *f, rv__waiter *w, rv__waiter_hook fn, void *arg)
+{
+    memset(w, 0, sizeof *w);
+    w->u.hook.fn = fn;
+    w->u.hook.arg = arg;
+    return enter_waiter(f, w, RV_WAIT_HOOK);
+}
+
+void rv__future_unwatch(rv_future *f, rv__waiter *w) { leave_waiter(f, w); }
 
 /* Task side of await and of rv_future_wait. deadline < 0: none. Returns
  * -ETIMEDOUT on timeout, else what read_result returns. `cancel_inner`:

@@ -27,6 +27,7 @@
 #include "primitives/deque.h"
 #include "primitives/mpsc.h"
 #include "primitives/spinlock.h"
+#include "primitives/waitq.h"
 #include "ravel.h"
 
 /* ------------------------------------------------------------------------- */
@@ -115,12 +116,17 @@ enum rv__future_state {
     RV_FUT_CANCELLED,
 };
 
-enum rv__waiter_kind { RV_WAIT_TASK, RV_WAIT_CALLBACK, RV_WAIT_THREAD };
+enum rv__waiter_kind { RV_WAIT_TASK, RV_WAIT_CALLBACK, RV_WAIT_THREAD, RV_WAIT_HOOK };
+
+typedef struct rv__waiter rv__waiter;
+/* RV_WAIT_HOOK: called by the completer, on its thread, once the future is
+ * final and before `fired` is set: keep it short, never block, never take a
+ * lock that is held around a completion. */
+typedef void (*rv__waiter_hook)(rv__waiter *w, rv_future *f, uint8_t state);
 
 /* A registration on a future's done list. Task and thread waiters live on the
  * waiting stack; callback waiters are allocated. `fired` is set (release) by
  * the completer after its last access, so a stack waiter can leave. */
-typedef struct rv__waiter rv__waiter;
 struct rv__waiter {
     rv__job job; /* callback waiters: the first one of a batch is the batch's job */
     rv__waiter *next, *prev;
@@ -134,6 +140,10 @@ struct rv__waiter {
             void *arg;
             rv_future *future;
         } cb;
+        struct {
+            rv__waiter_hook fn;
+            void *arg;
+        } hook;
     } u;
 };
 
@@ -158,6 +168,11 @@ void rv__future_fini(rv_future *f);
 /* Take waiter `w` off f's list if it is still there; false if the
  * completer already detached it. Takes f's lock. */
 bool rv__future_drop_waiter(rv_future *f, rv__waiter *w);
+/* Watch f with a hook waiter `w` (any storage that outlives the watch):
+ * false if f is done already (w is then not registered). */
+bool rv__future_watch(rv_future *f, rv__waiter *w, rv__waiter_hook fn, void *arg);
+/* Stop watching: unlink w, or wait until its completer is done with it. */
+void rv__future_unwatch(rv_future *f, rv__waiter *w);
 void rv__future_lock(rv_future *f);
 void rv__future_unlock(rv_future *f);
 /* Run a callback batch job. */
@@ -209,6 +224,14 @@ struct rv_task {
     struct rv__task_timer *timer; /* armed timer it holds, for teardown */
     rv_future *awaiting;          /* future it waits on (the caller's reference), for teardown */
     rv__waiter *awaiting_rec;
+    /* Called when the task is over and its future final, in scheduler
+     * context (task groups). Set before the task is scheduled. */
+    void (*on_end)(rv_task *t, void *arg);
+    void *on_end_arg;
+    /* Wait list it is parked on (sync objects), for teardown. */
+    rv__spinlock *wq_lock;
+    rv__waitq *wq;
+    rv__wnode *wq_node;
 };
 
 static inline rv_task *rv__task_of_job(rv__job *j)
@@ -227,6 +250,9 @@ static inline bool rv__take_cancel(rv_task *t)
 }
 
 void rv__task_wake(rv_task *t);
+/* rv_spawn with an end hook (see rv_task.on_end); hook may be NULL. */
+int rv__spawn(rv_runtime *rt, rv_task_fn fn, void *arg, const rv_spawn_opts *opts,
+              void (*on_end)(rv_task *t, void *arg), void *on_end_arg, rv_task **out);
 void rv__task_run(struct rv__worker *w, rv_task *t);
 void rv__task_free(rv_task *t);
 /* Runtime teardown: finish a task that never ended, free its stack. */

@@ -186,6 +186,12 @@ static size_t page_round(size_t n)
 
 int rv_spawn(rv_runtime *rt, rv_task_fn fn, void *arg, const rv_spawn_opts *opts, rv_task **out)
 {
+    return rv__spawn(rt, fn, arg, opts, NULL, NULL, out);
+}
+
+int rv__spawn(rv_runtime *rt, rv_task_fn fn, void *arg, const rv_spawn_opts *opts,
+              void (*on_end)(rv_task *t, void *arg), void *on_end_arg, rv_task **out)
+{
     if (out)
         *out = NULL;
     rv__worker *w = rv__tls_worker();
@@ -216,6 +222,8 @@ int rv_spawn(rv_runtime *rt, rv_task_fn fn, void *arg, const rv_spawn_opts *opts
     }
     t->fn = fn;
     t->arg = arg;
+    t->on_end = on_end;
+    t->on_end_arg = on_end_arg;
     if (local) {
         if (w->next_id == w->id_limit) {
             w->next_id = rv__atomic_fetch_add_relaxed(&next_task_id, RV_ID_BLOCK);
@@ -307,7 +315,7 @@ static void finish(rv__worker *w, rv_task *t, int rc, void *value)
      * registered while others held one, the outcome has no reader: skip
      * the completion and free. acquire: pairs with the release decrement of
      * the last other holder, so its registrations are visible in `head`. */
-    if (rv__atomic_load_acquire(&t->fut.refs) == 1 && !t->fut.head) {
+    if (rv__atomic_load_acquire(&t->fut.refs) == 1 && !t->fut.head && !t->on_end) {
         count_ended(rt, w);
         rv__task_free(t);
         return;
@@ -328,6 +336,8 @@ static void finish(rv__worker *w, rv_task *t, int rc, void *value)
     } else {
         rv__future_complete(&t->fut, RV_FUT_RESULT, value, 0, NULL);
     }
+    if (t->on_end)
+        t->on_end(t, t->on_end_arg);
 
     rv_future_release(&t->fut);
 }
@@ -431,6 +441,13 @@ void rv__task_abandon(rv__worker *w, rv_task *t)
     if (t->awaiting) {
         rv__future_drop_waiter(t->awaiting, t->awaiting_rec);
         t->awaiting = NULL;
+    }
+    if (t->wq) {
+        rv__spin_lock(t->wq_lock);
+        if (t->wq_node->linked)
+            rv__waitq_unlink(t->wq, t->wq_node);
+        rv__spin_unlock(t->wq_lock);
+        t->wq = NULL;
     }
     if (t->timer)
         rv__task_timer_disarm(t->timer); /* its fiber will never do it */

@@ -329,4 +329,7 @@ RV_EXTERN int rv_worker_stats_get(rv_runtime *rt, unsigned index, rv_worker_stat
 }
 #endif
 
+#include "ravel/sync.h"    /* Lock, Event, Condition, Semaphore, Barrier, Queue */
+#include "ravel/combine.h" /* gather, wait, timeouts, TaskGroup, generators */
+
 #endif /* RAVEL_H */

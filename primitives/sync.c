@@ -58,10 +58,18 @@ static rv_task *self_task(void)
 
 enum { LOCK_FREE, LOCK_HELD, LOCK_CONTENDED };
 
-/* Spins on a held lock before queueing: a holder running on another worker
- * usually lets go within a few hundred nanoseconds, far less than a park and
- * a wake cost. */
-#define LOCK_SPINS 64
+/* How long an acquirer spins on a lock held by a task that is running on
+ * another worker, and how many times it yields, before it queues (see
+ * lock_acquire). */
+#ifndef RV_LOCK_SPIN_NS
+#define RV_LOCK_SPIN_NS 50000
+#endif
+#ifndef RV_LOCK_YIELDS
+#define RV_LOCK_YIELDS 16
+#endif
+#ifndef RV_LOCK_BACKOFF_MAX
+#define RV_LOCK_BACKOFF_MAX 512 /* pause instructions between two looks */
+#endif
 
 typedef struct lock_impl {
     _Atomic uint32_t state;
@@ -110,15 +118,79 @@ static int lock_release(lock_impl *l)
     return 0;
 }
 
+/* Acquiring a held lock: spin, then yield, then queue (the order of
+ * parking_lot's SpinWait). Queueing is what makes a lock slow under
+ * contention: with FIFO hand-over every acquisition made while others are
+ * queued pays a park and a wake, and a task that queues again right after
+ * its turn keeps that convoy alive for as long as the contention lasts.
+ * So an acquirer queues only when waiting is long: the holder is parked (it
+ * holds the lock across an await), or its yields ran out. Spinners and
+ * yielders are not waiters: they never take the lock from a queued waiter,
+ * since a lock with waiters is never free (it is handed over), and among
+ * themselves whoever finds it free first takes it.
+ *
+ * lock_wait_hint spins while spinning can work, and says what to do next. */
+enum { LOCK_TAKEN, LOCK_YIELD, LOCK_QUEUE };
+
+static int holder_state(lock_impl *l)
+{
+    rv_task *owner = rv__atomic_load_relaxed(&l->owner);
+    /* NULL: a task between its CAS and its store of owner, or a plain
+     * thread (try_acquire): treat as running. */
+    return owner ? rv__atomic_load_relaxed(&owner->sched) : RV_SCHED_RUNNING;
+}
+
+
+static int lock_wait_hint(lock_impl *l, rv_task *self)
+{
+    int64_t until = 0;
+    unsigned backoff = 1;
+    for (unsigned i = 0;; i++) {
+        uint32_t s = rv__atomic_load_relaxed(&l->state);
+        if (s == LOCK_FREE) {
+            if (lock_try(l, self))
+                return LOCK_TAKEN;
+            continue;
+        }
+        if (i % 32 == 0 || backoff >= 32 || s == LOCK_CONTENDED) {
+            uint8_t holder = holder_state(l);
+            if (holder == RV_SCHED_IDLE || holder == RV_SCHED_DONE)
+                return LOCK_QUEUE; /* parked holder: a long wait */
+            if (holder == RV_SCHED_QUEUED || s == LOCK_CONTENDED)
+                return LOCK_YIELD; /* it runs soon, perhaps here; or the
+                                      lock goes to a waiter, never free */
+            /* Running on another worker: optimistic spinning, as kernel
+             * mutexes do, for at most RV_LOCK_SPIN_NS. */
+            int64_t now = rv_now();
+            if (!until)
+                until = now + RV_LOCK_SPIN_NS;
+            else if (now > until)
+                return LOCK_YIELD;
+        }
+        /* Exponential backoff: each look pulls the lock's cache line away
+         * from the holder, which then pays a cross-core miss for its next
+         * acquisition; looking less often keeps the holder fast. */
+        for (unsigned k = 0; k < backoff; k++)
+            rv__cpu_relax();
+        if (backoff < RV_LOCK_BACKOFF_MAX)
+            backoff *= 2;
+    }
+}
+
 /* flags: RV_WQ_CANCELLABLE, or 0 for Condition's re-acquire. */
 static int lock_acquire(lock_impl *l, rv_task *self, int flags)
 {
-    if (lock_try(l, self))
-        return 0;
-    for (int i = 0; i < LOCK_SPINS; i++) {
-        rv__cpu_relax();
-        if (rv__atomic_load_relaxed(&l->state) == LOCK_FREE && lock_try(l, self))
+    for (int yields = 0;; yields++) {
+        if (lock_try(l, self))
             return 0;
+        int hint = lock_wait_hint(l, self);
+        if (hint == LOCK_TAKEN)
+            return 0;
+        if (hint == LOCK_QUEUE || yields == RV_LOCK_YIELDS)
+            break;
+        rv__suspend(rv__tls_worker(), self, RV_SWITCH_YIELD);
+        if ((flags & RV_WQ_CANCELLABLE) && rv__take_cancel(self))
+            return -ECANCELED;
     }
     rv__wnode node;
     rv__wnode_init(&node);

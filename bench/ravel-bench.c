@@ -813,6 +813,348 @@ static void workload_parked_memory(const bench_opts *o)
 }
 
 /* ------------------------------------------------------------------------- */
+/* W11 queue_mpmc: 4 producers and 4 consumers share one bounded queue.       */
+/*
+ * The producers split 1..N between them and put each integer once (as
+ * (void *)(intptr_t)i, so that NULL is never an item); the last producer to
+ * finish shuts the queue down (asyncio 3.13's Queue.shutdown, the analogue of
+ * closing a Go channel or dropping Tokio's senders), and the consumers drain
+ * what is left and end on -ESHUTDOWN. Each consumer marks every integer it
+ * gets in a flag array and counts them. Exactly once is then checked after
+ * the clock stops: every flag set, and the counts sum to N (so no integer was
+ * taken twice either; a second sighting of a flag already set also aborts at
+ * once). The flags are relaxed atomics, plain byte stores on x86-64 and
+ * AArch64, so the check adds no read-modify-write to the measured path.
+ *
+ * The finish line counts the producers as well as the consumers: the last
+ * producer may still be inside rv_queue_shutdown when the consumers end, and
+ * the driver frees the queue once everyone has arrived.
+ */
+
+#define QUEUE_MPMC_PRODUCERS 4
+#define QUEUE_MPMC_CONSUMERS 4
+#define QUEUE_MPMC_CAPACITY 1024
+
+typedef struct queue_mpmc queue_mpmc;
+
+typedef struct queue_producer {
+    queue_mpmc *w;
+    uint64_t first; /* puts first+1 .. end */
+    uint64_t end;
+} queue_producer;
+
+struct queue_mpmc {
+    unsigned workers;
+    uint64_t items;
+    rv_queue *q;
+    atomic_uchar *seen; /* seen[i - 1]: integer i was taken */
+    atomic_uint_fast64_t taken;
+    atomic_uint producers_done;
+    queue_producer producers[QUEUE_MPMC_PRODUCERS];
+    finish_line fl;
+    int64_t elapsed_ns;
+};
+
+static int queue_producer_task(void *arg, void **result)
+{
+    queue_producer *p = arg;
+    queue_mpmc *w = p->w;
+    for (uint64_t i = p->first; i < p->end; i++)
+        CHECK(rv_queue_put(w->q, (void *)(intptr_t)(i + 1), -1));
+    if (atomic_fetch_add_explicit(&w->producers_done, 1, memory_order_acq_rel) + 1 ==
+        QUEUE_MPMC_PRODUCERS)
+        CHECK(rv_queue_shutdown(w->q, false, NULL));
+    finish_line_arrive(&w->fl);
+    return 0;
+}
+
+static int queue_consumer_task(void *arg, void **result)
+{
+    queue_mpmc *w = arg;
+    uint64_t taken = 0;
+    for (;;) {
+        void *item;
+        int rc = rv_queue_get(w->q, -1, &item);
+        if (rc == -ESHUTDOWN)
+            break;
+        CHECK(rc);
+        uint64_t value = (uint64_t)(uintptr_t)item;
+        if (value == 0 || value > w->items) {
+            fprintf(stderr, "ravel-bench: queue_mpmc: got %p, not an item put (1..%llu)\n", item,
+                    (unsigned long long)w->items);
+            abort();
+        }
+        if (atomic_load_explicit(&w->seen[value - 1], memory_order_relaxed)) {
+            fprintf(stderr, "ravel-bench: queue_mpmc: integer %llu taken twice\n",
+                    (unsigned long long)value);
+            abort();
+        }
+        atomic_store_explicit(&w->seen[value - 1], 1, memory_order_relaxed);
+        taken++;
+    }
+    atomic_fetch_add_explicit(&w->taken, taken, memory_order_relaxed);
+    finish_line_arrive(&w->fl);
+    return 0;
+}
+
+/* After the finish line: every integer arrived exactly once. */
+static void queue_mpmc_check(queue_mpmc *w)
+{
+    uint64_t taken = atomic_load(&w->taken);
+    uint64_t missing = 0, first_missing = 0;
+    for (uint64_t i = 0; i < w->items; i++)
+        if (!atomic_load_explicit(&w->seen[i], memory_order_relaxed) && missing++ == 0)
+            first_missing = i + 1;
+    if (taken != w->items || missing != 0) {
+        fprintf(stderr,
+                "ravel-bench: queue_mpmc: %llu integers put, %llu taken, %llu never arrived "
+                "(the first: %llu)\n",
+                (unsigned long long)w->items, (unsigned long long)taken,
+                (unsigned long long)missing, (unsigned long long)first_missing);
+        abort();
+    }
+}
+
+static int queue_mpmc_driver(void *arg, void **result)
+{
+    queue_mpmc *w = arg;
+    w->seen = calloc(w->items, sizeof *w->seen);
+    if (w->seen == NULL)
+        CHECK(-ENOMEM);
+    atomic_init(&w->taken, 0);
+    atomic_init(&w->producers_done, 0);
+    CHECK(rv_queue_new(RV_QUEUE_FIFO, QUEUE_MPMC_CAPACITY, NULL, &w->q));
+    for (unsigned p = 0; p < QUEUE_MPMC_PRODUCERS; p++) {
+        w->producers[p].w = w;
+        w->producers[p].first = w->items * p / QUEUE_MPMC_PRODUCERS;
+        w->producers[p].end = w->items * (p + 1) / QUEUE_MPMC_PRODUCERS;
+    }
+    finish_line_init(&w->fl, QUEUE_MPMC_PRODUCERS + QUEUE_MPMC_CONSUMERS, NULL);
+
+    int64_t t0 = bench_now_ns();
+    for (unsigned c = 0; c < QUEUE_MPMC_CONSUMERS; c++)
+        CHECK(rv_spawn(NULL, queue_consumer_task, w, NULL, NULL));
+    for (unsigned p = 0; p < QUEUE_MPMC_PRODUCERS; p++)
+        CHECK(rv_spawn(NULL, queue_producer_task, &w->producers[p], NULL, NULL));
+    finish_line_wait(NULL, &w->fl, "the last producer or consumer");
+    w->elapsed_ns = bench_now_ns() - t0;
+
+    queue_mpmc_check(w);
+    CHECK(rv_queue_free(w->q));
+    w->q = NULL;
+    free(w->seen);
+    w->seen = NULL;
+    return 0;
+}
+
+static void queue_mpmc_run(void *params, double *metrics)
+{
+    queue_mpmc *w = params;
+    run_driver(w->workers, queue_mpmc_driver, w);
+    metrics[0] = (double)w->items / elapsed_s(0, w->elapsed_ns) / 1e6;
+}
+
+static void workload_queue_mpmc(const bench_opts *o)
+{
+    queue_mpmc w = {.workers = o->workers, .items = o->quick ? 100000 : 1000000};
+    fprintf(stderr,
+            "ravel-bench: queue_mpmc: %u producers, %u consumers, N=%llu integers through a "
+            "FIFO queue of %d\n",
+            QUEUE_MPMC_PRODUCERS, QUEUE_MPMC_CONSUMERS, (unsigned long long)w.items,
+            QUEUE_MPMC_CAPACITY);
+    report_one_metric(o, "queue_mpmc", queue_mpmc_run, &w, "mitems_per_s", 3);
+}
+
+/* ------------------------------------------------------------------------- */
+/* W12 lock_contended: T tasks take one lock I times each.                    */
+/*
+ * The counter is a plain uint64_t, incremented only with the lock held: the
+ * check at the end (T * I) fails if the lock ever let two tasks in at once.
+ * It lives in the struct whose address the lock calls receive, so the
+ * compiler cannot keep it in a register across them.
+ */
+
+typedef struct lock_contended {
+    unsigned workers;
+    unsigned tasks;
+    unsigned iterations;
+    rv_lock lock;
+    uint64_t counter;
+    finish_line fl;
+    int64_t elapsed_ns;
+} lock_contended;
+
+static int lock_contended_task(void *arg, void **result)
+{
+    lock_contended *w = arg;
+    for (unsigned i = 0; i < w->iterations; i++) {
+        CHECK(rv_lock_acquire(&w->lock));
+        w->counter++;
+        CHECK(rv_lock_release(&w->lock));
+    }
+    finish_line_arrive(&w->fl);
+    return 0;
+}
+
+static int lock_contended_driver(void *arg, void **result)
+{
+    lock_contended *w = arg;
+    CHECK(rv_lock_init(&w->lock));
+    w->counter = 0;
+    finish_line_init(&w->fl, w->tasks, NULL);
+    int64_t t0 = bench_now_ns();
+    for (unsigned i = 0; i < w->tasks; i++)
+        CHECK(rv_spawn(NULL, lock_contended_task, w, NULL, NULL));
+    finish_line_wait(NULL, &w->fl, "the last task taking the lock");
+    w->elapsed_ns = bench_now_ns() - t0;
+    uint64_t expected = (uint64_t)w->tasks * w->iterations;
+    if (w->counter != expected) {
+        fprintf(stderr, "ravel-bench: lock_contended: counter is %llu, expected %llu\n",
+                (unsigned long long)w->counter, (unsigned long long)expected);
+        abort();
+    }
+    if (rv_lock_locked(&w->lock)) {
+        fprintf(stderr, "ravel-bench: lock_contended: the lock is still held at the end\n");
+        abort();
+    }
+    CHECK(rv_lock_destroy(&w->lock));
+    return 0;
+}
+
+static void lock_contended_run(void *params, double *metrics)
+{
+    lock_contended *w = params;
+    run_driver(w->workers, lock_contended_driver, w);
+    metrics[0] = (double)w->elapsed_ns / ((double)w->tasks * w->iterations);
+}
+
+static void workload_lock_contended(const bench_opts *o)
+{
+    lock_contended w = {
+        .workers = o->workers, .tasks = 8, .iterations = o->quick ? 10000 : 100000};
+    fprintf(stderr, "ravel-bench: lock_contended: %u tasks x %u acquire/release pairs\n", w.tasks,
+            w.iterations);
+    report_one_metric(o, "lock_contended", lock_contended_run, &w, "ns_per_pair", 1);
+}
+
+/* ------------------------------------------------------------------------- */
+/* lock_uncontended and event_set_wait (not in WORKLOADS.md): the fast paths. */
+/*
+ * One task (the driver) calls the primitive N times in a row with nobody else
+ * using it: the cost of the path that never suspends. The calls are into the
+ * library (not inlinable: it is a separate translation unit, linked without
+ * LTO) and their results are checked, so the loops cannot be folded away.
+ *
+ * lock_uncontended: N acquire + release pairs on a free lock; ns_per_op is
+ * the time of one call (wall / 2N), ns_per_pair that of a pair (wall / N).
+ * event_set_wait: N waits on an event that is already set (ns_per_wait, the
+ * main metric), then N sets of that same set event (ns_per_set), each loop
+ * timed on its own.
+ */
+
+typedef struct sync_fast_path {
+    unsigned workers;
+    uint64_t ops;
+    int64_t lock_ns;
+    int64_t wait_ns;
+    int64_t set_ns;
+} sync_fast_path;
+
+static int lock_uncontended_driver(void *arg, void **result)
+{
+    sync_fast_path *w = arg;
+    rv_lock lock;
+    CHECK(rv_lock_init(&lock));
+    int64_t t0 = bench_now_ns();
+    for (uint64_t i = 0; i < w->ops; i++) {
+        CHECK(rv_lock_acquire(&lock));
+        CHECK(rv_lock_release(&lock));
+    }
+    w->lock_ns = bench_now_ns() - t0;
+    if (rv_lock_locked(&lock)) {
+        fprintf(stderr, "ravel-bench: lock_uncontended: the lock is still held at the end\n");
+        abort();
+    }
+    CHECK(rv_lock_destroy(&lock));
+    return 0;
+}
+
+static void lock_uncontended_run(void *params, double *metrics)
+{
+    sync_fast_path *w = params;
+    run_driver(w->workers, lock_uncontended_driver, w);
+    metrics[0] = (double)w->lock_ns / (2.0 * (double)w->ops);
+    metrics[1] = (double)w->lock_ns / (double)w->ops;
+}
+
+static void workload_lock_uncontended(const bench_opts *o)
+{
+    sync_fast_path w = {.workers = o->workers, .ops = o->quick ? 1000000 : 10000000};
+    fprintf(stderr,
+            "ravel-bench: lock_uncontended: N=%llu acquire/release pairs on a free lock, one "
+            "task\n",
+            (unsigned long long)w.ops);
+    double values[2][MAX_RUNS];
+    repeat_runs(o, "lock_uncontended", lock_uncontended_run, &w, 2, values);
+    bench_summary per_op = bench_summarize(values[0], (size_t)o->runs);
+    bench_line line;
+    bench_line_begin(&line, "lock_uncontended", o->workers);
+    bench_line_add(&line, "ns_per_op", per_op.median, 2);
+    bench_line_add(&line, "ns_per_pair", bench_median(values[1], (size_t)o->runs), 2);
+    bench_line_add_range(&line, "ns_per_op", per_op, 2);
+    bench_line_print(&line);
+}
+
+static int event_set_wait_driver(void *arg, void **result)
+{
+    sync_fast_path *w = arg;
+    rv_event event;
+    CHECK(rv_event_init(&event));
+    CHECK(rv_event_set(&event));
+    int64_t t0 = bench_now_ns();
+    for (uint64_t i = 0; i < w->ops; i++)
+        CHECK(rv_event_wait(&event));
+    int64_t t1 = bench_now_ns();
+    for (uint64_t i = 0; i < w->ops; i++)
+        CHECK(rv_event_set(&event));
+    int64_t t2 = bench_now_ns();
+    w->wait_ns = t1 - t0;
+    w->set_ns = t2 - t1;
+    if (!rv_event_is_set(&event)) {
+        fprintf(stderr, "ravel-bench: event_set_wait: the event is not set at the end\n");
+        abort();
+    }
+    CHECK(rv_event_destroy(&event));
+    return 0;
+}
+
+static void event_set_wait_run(void *params, double *metrics)
+{
+    sync_fast_path *w = params;
+    run_driver(w->workers, event_set_wait_driver, w);
+    metrics[0] = (double)w->wait_ns / (double)w->ops;
+    metrics[1] = (double)w->set_ns / (double)w->ops;
+}
+
+static void workload_event_set_wait(const bench_opts *o)
+{
+    sync_fast_path w = {.workers = o->workers, .ops = o->quick ? 1000000 : 10000000};
+    fprintf(stderr,
+            "ravel-bench: event_set_wait: N=%llu waits on a set event, then N sets of it, one "
+            "task\n",
+            (unsigned long long)w.ops);
+    double values[2][MAX_RUNS];
+    repeat_runs(o, "event_set_wait", event_set_wait_run, &w, 2, values);
+    bench_summary per_wait = bench_summarize(values[0], (size_t)o->runs);
+    bench_line line;
+    bench_line_begin(&line, "event_set_wait", o->workers);
+    bench_line_add(&line, "ns_per_wait", per_wait.median, 2);
+    bench_line_add(&line, "ns_per_set", bench_median(values[1], (size_t)o->runs), 2);
+    bench_line_add_range(&line, "ns_per_wait", per_wait, 2);
+    bench_line_print(&line);
+}
+
+/* ------------------------------------------------------------------------- */
 /* Command line                                                               */
 
 typedef struct workload {
@@ -829,7 +1171,11 @@ static const workload workloads[] = {
     {"W4", "chained_spawn", workload_chained_spawn},
     {"W5", "fib", workload_fib},
     {"W6", "sleep_many", workload_sleep_many},
+    {"W11", "queue_mpmc", workload_queue_mpmc},
+    {"W12", "lock_contended", workload_lock_contended},
     {"M1", "parked_memory", workload_parked_memory},
+    {"M2", "lock_uncontended", workload_lock_uncontended},
+    {"M3", "event_set_wait", workload_event_set_wait},
 };
 #define WORKLOAD_COUNT (sizeof workloads / sizeof workloads[0])
 

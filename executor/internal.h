@@ -249,6 +249,9 @@ static inline bool rv__take_cancel(rv_task *t)
            rv__atomic_exchange_acq_rel(&t->must_cancel, 0);
 }
 
+/* True while a cancellation request waits for delivery (nothing consumed). */
+static inline bool rv__peek_cancel(rv_task *t) { return rv__atomic_load_acquire(&t->must_cancel); }
+
 void rv__task_wake(rv_task *t);
 /* rv_spawn with an end hook (see rv_task.on_end); hook may be NULL. */
 int rv__spawn(rv_runtime *rt, rv_task_fn fn, void *arg, const rv_spawn_opts *opts,

@@ -5,17 +5,18 @@
  * lists: getters (waiting for an item), putters (waiting for a slot) and
  * joiners (waiting for unfinished == 0).
  *
- * Handing over without losing anything: a put that finds getters waiting
- * stores the item in the buffer, *reserves* it (reserved_items++) and grants
- * the first getter. A reserved item is invisible to newcomers (no barging),
- * and the woken getter takes an item when it runs. If it was cancelled in the
- * meantime, it drops its reservation and grants the next getter instead, so
- * the item stays in the queue: a cancelled get never loses an item. Slots
- * work the same way in the other direction (reserved_slots, putters).
- *
- * The only time count may fall below reserved_items is after an immediate
- * shutdown emptied the buffer; a woken getter then finds nothing and
- * returns -ESHUTDOWN.
+ * Handing over without losing anything:
+ * - A put that finds getters waiting (the buffer is then empty) hands its
+ *   item straight to the first getter: so getters receive items in the order
+ *   they queued, whatever order the scheduler runs them in. Until the getter
+ *   runs, the item holds a reserved slot (reserved_slots), so the bound stays
+ *   exact. A getter cancelled before it ran puts the item back at the front
+ *   of the queue (into its reserved slot) or hands it to the next getter: a
+ *   cancelled get never loses an item.
+ * - A get that frees a slot while putters wait reserves that slot for the
+ *   first putter (reserved_slots++) and wakes it; a reserved slot is
+ *   invisible to newcomers (no barging). A putter cancelled before it ran
+ *   passes the slot on and its item is not put (asyncio).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -30,12 +31,14 @@ struct rv_queue {
     rv__spinlock guard;
     uint8_t kind;
     bool shutdown;
+    bool immediate;              /* shut down with immediate = true */
+    void (*drop)(void *item);    /* given to that shutdown */
     long maxsize; /* 0: unbounded */
     rv_queue_cmp cmp;
     void **buf; /* FIFO: a ring of `cap` (a power of two) from `head`;
                    LIFO: a stack; PRIORITY: a binary min-heap */
     size_t cap, head, count;
-    long reserved_items, reserved_slots;
+    long reserved_slots; /* for woken putters, and items in getters' hands */
     long unfinished; /* put and not yet task_done */
     rv__waitq getters, putters, joiners;
 };
@@ -93,6 +96,23 @@ static int buf_push(rv_queue *q, void *item)
     return 0;
 }
 
+/* Put back an item taken out of order (a cancelled getter's): it goes where
+ * the next get finds it first. */
+static int buf_push_front(rv_queue *q, void *item)
+{
+    if (q->kind != RV_QUEUE_FIFO)
+        return buf_push(q, item); /* LIFO: the top; PRIORITY: by order */
+    if (q->count == q->cap) {
+        int rc = buf_grow(q);
+        if (rc)
+            return rc;
+    }
+    q->head = (q->head - 1) & (q->cap - 1);
+    q->buf[q->head] = item;
+    q->count++;
+    return 0;
+}
+
 static void *buf_pop(rv_queue *q)
 {
     void *item;
@@ -128,18 +148,13 @@ static void *buf_pop(rv_queue *q)
 /* ------------------------------------------------------------------------- */
 /* Hand-over (guard held)                                                     */
 
-static long items_free(const rv_queue *q) { return (long)q->count - q->reserved_items; }
+/* A waiting getter's grant carries this instead of an item after a shutdown. */
+static char shut_down_mark;
+#define SHUT_DOWN ((intptr_t)&shut_down_mark)
 
 static long slots_free(const rv_queue *q)
 {
     return q->maxsize ? q->maxsize - (long)q->count - q->reserved_slots : LONG_MAX;
-}
-
-/* Reserve an item for the first waiting getter, if there is one for it. */
-static void offer_item(rv_queue *q, rv__wnode **chain)
-{
-    if (items_free(q) > 0 && rv__waitq_grant_first(&q->getters, 0, chain))
-        q->reserved_items++;
 }
 
 /* Reserve a slot for the first waiting putter, if there is one for it. */
@@ -149,14 +164,30 @@ static void offer_slot(rv_queue *q, rv__wnode **chain)
         q->reserved_slots++;
 }
 
+/* A new item: straight to the first waiting getter, else into the buffer. */
 static int put_locked(rv_queue *q, void *item, rv__wnode **chain)
 {
-    int rc = buf_push(q, item);
-    if (rc)
-        return rc;
+    if (rv__waitq_grant_first(&q->getters, (intptr_t)item, chain)) {
+        q->reserved_slots++; /* until that getter takes it */
+    } else {
+        int rc = buf_push(q, item);
+        if (rc)
+            return rc;
+    }
     q->unfinished++;
-    offer_item(q, chain);
     return 0;
+}
+
+/* A getter that was handed `item` and then cancelled returns it: to the next
+ * waiting getter, else to the front of the queue, into the slot the item
+ * held. False only when the buffer could not grow. */
+static bool give_back(rv_queue *q, void *item, rv__wnode **chain)
+{
+    if (rv__waitq_grant_first(&q->getters, (intptr_t)item, chain)) {
+        q->reserved_slots++;
+        return true;
+    }
+    return buf_push_front(q, item) == 0;
 }
 
 static void *get_locked(rv_queue *q, rv__wnode **chain)
@@ -164,6 +195,18 @@ static void *get_locked(rv_queue *q, rv__wnode **chain)
     void *item = buf_pop(q);
     offer_slot(q, chain);
     return item;
+}
+
+/* One item less unfinished; joiners go when none is left. False when
+ * nothing was unfinished. */
+static bool task_done_locked(rv_queue *q, rv__wnode **chain)
+{
+    if (q->unfinished <= 0)
+        return false;
+    if (--q->unfinished == 0)
+        while (rv__waitq_grant_first(&q->joiners, 0, chain))
+            ;
+    return true;
 }
 
 /* Unlock, then wake what the operation granted. */
@@ -212,8 +255,10 @@ int rv_queue_free(rv_queue *q)
     if (!q)
         return -EINVAL;
     rv__spin_lock(&q->guard);
+    /* reserved_slots > 0: a woken getter or putter has yet to come back for
+     * its item or slot. */
     bool busy = !rv__waitq_empty(&q->getters) || !rv__waitq_empty(&q->putters) ||
-                !rv__waitq_empty(&q->joiners);
+                !rv__waitq_empty(&q->joiners) || q->reserved_slots > 0;
     rv__spin_unlock(&q->guard);
     if (busy)
         return -EBUSY;
@@ -279,7 +324,7 @@ int rv_queue_get(rv_queue *q, int64_t timeout_ns, void **item)
         return rc;
     rv__wnode *chain = NULL;
     rv__spin_lock(&q->guard);
-    if (items_free(q) > 0) {
+    if (q->count > 0) {
         *item = get_locked(q, &chain);
         unlock_wake(q, chain);
         return 0;
@@ -294,18 +339,31 @@ int rv_queue_get(rv_queue *q, int64_t timeout_ns, void **item)
     rc = rv__waitq_wait(&q->guard, &q->getters, &node, deadline_of(timeout_ns), RV_WQ_CANCELLABLE);
     if (rc != 0)
         return rc;
-    if (node.value < 0)
-        return (int)node.value; /* shut down while waiting */
-    /* An item was reserved for us. */
+    if (node.value == SHUT_DOWN)
+        return -ESHUTDOWN;
+    /* An item was handed to us; its slot is reserved until now. */
     rv__spin_lock(&q->guard);
-    q->reserved_items--;
-    if (self && rv__take_cancel(self)) {
-        offer_item(q, &chain); /* the item stays; the next getter gets it */
+    q->reserved_slots--;
+    void *got = (void *)node.value;
+    if (q->immediate) {
+        /* Shut down (immediately) after the item was handed to us: it is
+         * dropped with the rest, as asyncio's woken getter finds the queue
+         * empty. */
+        void (*drop)(void *) = q->drop;
+        task_done_locked(q, &chain);
+        unlock_wake(q, chain);
+        if (drop)
+            drop(got);
+        return -ESHUTDOWN;
+    }
+    if (self && rv__peek_cancel(self) && give_back(q, got, &chain)) {
+        rv__take_cancel(self);
         rc = -ECANCELED;
-    } else if (q->count == 0) {
-        rc = -ESHUTDOWN; /* emptied by an immediate shutdown */
     } else {
-        *item = get_locked(q, &chain);
+        /* Also when giving back failed for want of memory: the get then
+         * completes, and the cancellation stays pending. */
+        *item = got;
+        offer_slot(q, &chain);
     }
     unlock_wake(q, chain);
     return rc;
@@ -335,7 +393,7 @@ int rv_queue_get_nowait(rv_queue *q, void **item)
     rv__wnode *chain = NULL;
     int rc = 0;
     rv__spin_lock(&q->guard);
-    if (items_free(q) > 0)
+    if (q->count > 0)
         *item = get_locked(q, &chain);
     else
         rc = q->shutdown ? -ESHUTDOWN : -EAGAIN;
@@ -369,14 +427,8 @@ int rv_queue_task_done(rv_queue *q)
     if (!q)
         return -EINVAL;
     rv__wnode *chain = NULL;
-    int rc = 0;
     rv__spin_lock(&q->guard);
-    if (q->unfinished <= 0) {
-        rc = -EINVAL;
-    } else if (--q->unfinished == 0) {
-        while (rv__waitq_grant_first(&q->joiners, 0, &chain))
-            ;
-    }
+    int rc = task_done_locked(q, &chain) ? 0 : -EINVAL;
     unlock_wake(q, chain);
     return rc;
 }
@@ -413,6 +465,10 @@ int rv_queue_shutdown(rv_queue *q, bool immediate, void (*drop)(void *item))
     uint8_t kind = q->kind;
     rv__spin_lock(&q->guard);
     q->shutdown = true;
+    if (immediate && !q->immediate) {
+        q->immediate = true;
+        q->drop = drop;
+    }
     if (immediate && q->count) {
         /* Take the whole buffer; the items are handed to `drop` after the
          * guard is released (user code never runs under it). */
@@ -431,7 +487,7 @@ int rv_queue_shutdown(rv_queue *q, bool immediate, void (*drop)(void *item))
         ;
     /* Getters wait only when every item left is promised to others; none
      * can come now. */
-    while (rv__waitq_grant_first(&q->getters, -ESHUTDOWN, &chain))
+    while (rv__waitq_grant_first(&q->getters, SHUT_DOWN, &chain))
         ;
     unlock_wake(q, chain);
     if (dropped) {

@@ -177,8 +177,9 @@ typedef int (*rv_queue_cmp)(const void *a, const void *b);
  * negative maxsize or a missing cmp; -ENOMEM. */
 RV_EXTERN int rv_queue_new(enum rv_queue_kind kind, long maxsize, rv_queue_cmp cmp,
                            rv_queue **out);
-/* Free the queue. -EBUSY while anyone waits on it. Items still inside are
- * not touched (they belong to the caller). */
+/* Free the queue. -EBUSY while anyone waits on it, including a waiter that
+ * was woken and has not run yet. Items still inside are not touched (they
+ * belong to the caller). */
 RV_EXTERN int rv_queue_free(rv_queue *q);
 
 /* May suspend (a task) or block (a plain thread). Put `item`, waiting while
@@ -208,8 +209,9 @@ RV_EXTERN int rv_queue_join(rv_queue *q);
 /* Shut down (asyncio 3.13): later puts and the puts waiting now return
  * -ESHUTDOWN; gets drain what is left, then return -ESHUTDOWN. `immediate`
  * also empties the queue at once (each dropped item counts as done for
- * join), and waiting gets return -ESHUTDOWN. When `drop` is not NULL it is
- * called on each dropped item. Any thread. */
+ * join), and waiting gets return -ESHUTDOWN, including a getter that was
+ * handed an item and has not run yet (the item is dropped too). When `drop`
+ * is not NULL it is called on each dropped item. Any thread. */
 RV_EXTERN int rv_queue_shutdown(rv_queue *q, bool immediate, void (*drop)(void *item));
 
 #ifdef __cplusplus

@@ -419,7 +419,7 @@ bool rv_queue_empty(const rv_queue *q) { return !q || rv_queue_size(q) == 0; }
 
 bool rv_queue_full(const rv_queue *q)
 {
-    return q && q->maxsize > 0 && QUEUE_READ(q, (long)q_->count >= q_->maxsize);
+    return q && q->maxsize > 0 && QUEUE_READ(q, slots_free(q_) <= 0);
 }
 
 int rv_queue_task_done(rv_queue *q)

@@ -193,13 +193,15 @@ RV_EXTERN int rv_queue_put(rv_queue *q, void *item, int64_t timeout_ns);
 RV_EXTERN int rv_queue_get(rv_queue *q, int64_t timeout_ns, void **item);
 /* Put without waiting: -EAGAIN when full (asyncio QueueFull). Any thread. */
 RV_EXTERN int rv_queue_put_nowait(rv_queue *q, void *item);
-/* Get without waiting: -EAGAIN when empty (QueueEmpty). Any thread. */
+/* Get without waiting: -EAGAIN when empty (QueueEmpty), -ESHUTDOWN when
+ * shut down and empty. Any thread. */
 RV_EXTERN int rv_queue_get_nowait(rv_queue *q, void **item);
 /* Items in the queue now (an instant's view when others are busy). */
 RV_EXTERN long rv_queue_size(const rv_queue *q);
 RV_EXTERN long rv_queue_maxsize(const rv_queue *q);
 RV_EXTERN bool rv_queue_empty(const rv_queue *q);
-/* Always false for an unbounded queue. */
+/* No slot free for a newcomer's put (slots promised to woken putters count
+ * as taken). Always false for an unbounded queue. */
 RV_EXTERN bool rv_queue_full(const rv_queue *q);
 /* One item taken earlier is processed. -EINVAL when called more often than
  * items were put (asyncio ValueError). */

@@ -307,6 +307,9 @@ typedef struct rv__worker {
     /* Fields other workers touch, each on its own lines. */
     rv__deque runq;
     RV_CACHE_ALIGNED _Atomic(rv__job *) lifo;
+    /* The task this worker is running, for a Lock's spinners to see whether
+     * the holder is on a CPU (compared, never dereferenced by others). */
+    RV_CACHE_ALIGNED _Atomic(rv_task *) running;
     rv__mpsc inbox;
     rv__poller poller;
     rv__counters stats;

@@ -364,11 +364,14 @@ void rv__task_run(rv__worker *w, rv_task *t)
     }
     rv__atomic_store_relaxed(&t->sched, RV_SCHED_RUNNING);
     w->current = t;
+    /* relaxed: a hint for Lock spinners (primitives/sync.c), nothing more. */
+    rv__atomic_store_relaxed(&w->running, t);
     /* The scheduler never migrates, so its own errno address is stable. */
     *w->errno_at = t->saved_errno;
     rv__fiber_switch(&w->sched_fiber, &t->fiber);
     t->saved_errno = *w->errno_at;
     w->current = NULL;
+    rv__atomic_store_relaxed(&w->running, NULL);
     if (t->check_canary && !rv__stack_canary_ok(t->stack))
         stack_overflowed(t);
 

@@ -74,24 +74,35 @@ enum { LOCK_FREE, LOCK_HELD, LOCK_CONTENDED };
 typedef struct lock_impl {
     _Atomic uint32_t state;
     rv__spinlock guard;
-    _Atomic(rv_task *) owner; /* for Condition's "caller holds the lock" */
+    _Atomic uint8_t handed; /* handed to a waiter that has not run yet */
+    /* The holder (for Condition's "caller holds the lock", and for
+     * spinners), and the worker it acquired on; NULL for a plain thread.
+     * Spinners compare these pointers and never dereference the task,
+     * which may be gone (a task may end holding a lock). */
+    _Atomic(rv_task *) owner;
+    _Atomic(rv__worker *) owner_worker;
     rv__waitq waiters;
 } lock_impl;
 CHECK_FITS(lock_impl, rv_lock);
 
-static bool lock_try(lock_impl *l, rv_task *self)
+/* `self` runs on worker `w` (both NULL on a plain thread). */
+static bool lock_try(lock_impl *l, rv_task *self, rv__worker *w)
 {
     uint32_t expected = LOCK_FREE;
     /* acquire: pairs with the release that freed it (lock_release), so the
      * previous holder's writes are visible to us. */
     if (!rv__atomic_cas_acquire(&l->state, &expected, LOCK_HELD))
         return false;
+    /* relaxed: the holder's identity is a hint for spinners, and for
+     * Condition a check its own holder makes. */
     rv__atomic_store_relaxed(&l->owner, self);
+    rv__atomic_store_relaxed(&l->owner_worker, w);
     return true;
 }
 
 static int lock_release(lock_impl *l)
 {
+    /* owner_worker may go stale: it is only read along with owner. */
     rv__atomic_store_relaxed(&l->owner, NULL);
     uint32_t expected = LOCK_HELD;
     /* release: publishes the critical section to the next acquirer's CAS. */
@@ -106,6 +117,7 @@ static int lock_release(lock_impl *l)
         /* Hand over: the lock stays held. The grant's release store
          * publishes our critical section to the new owner. */
         rv__atomic_store_relaxed(&l->owner, next->task);
+        rv__atomic_store_relaxed(&l->handed, 1); /* until it runs */
         rv__waitq_grant_first(&l->waiters, 0, &chain);
         if (rv__waitq_empty(&l->waiters))
             rv__atomic_store_relaxed(&l->state, LOCK_HELD);
@@ -132,33 +144,40 @@ static int lock_release(lock_impl *l)
  * lock_wait_hint spins while spinning can work, and says what to do next. */
 enum { LOCK_TAKEN, LOCK_YIELD, LOCK_QUEUE };
 
-static int holder_state(lock_impl *l)
+/* Is the holder running on a CPU right now? A NULL owner is a task between
+ * its CAS and its store of owner, or a plain thread: assume it runs. The
+ * worker is trusted only if it is one of ours (a lock may outlive the
+ * runtime of a task that ended holding it). */
+static bool holder_running(lock_impl *l, rv_runtime *rt)
 {
     rv_task *owner = rv__atomic_load_relaxed(&l->owner);
-    /* NULL: a task between its CAS and its store of owner, or a plain
-     * thread (try_acquire): treat as running. */
-    return owner ? rv__atomic_load_relaxed(&owner->sched) : RV_SCHED_RUNNING;
+    if (!owner)
+        return true;
+    rv__worker *w = rv__atomic_load_relaxed(&l->owner_worker);
+    if (!w || w < rt->workers || w >= rt->workers + rt->nworkers)
+        return false;
+    return rv__atomic_load_relaxed(&w->running) == owner;
 }
 
-
-static int lock_wait_hint(lock_impl *l, rv_task *self)
+static int lock_wait_hint(lock_impl *l, rv_task *self, rv__worker *w)
 {
+    rv_runtime *rt = w->rt;
     int64_t until = 0;
     unsigned backoff = 1;
     for (unsigned i = 0;; i++) {
         uint32_t s = rv__atomic_load_relaxed(&l->state);
         if (s == LOCK_FREE) {
-            if (lock_try(l, self))
+            if (lock_try(l, self, w))
                 return LOCK_TAKEN;
             continue;
         }
         if (i % 32 == 0 || backoff >= 32 || s == LOCK_CONTENDED) {
-            uint8_t holder = holder_state(l);
-            if (holder == RV_SCHED_IDLE || holder == RV_SCHED_DONE)
+            if (rv__atomic_load_relaxed(&l->handed))
+                return LOCK_YIELD; /* its new holder runs soon, perhaps here */
+            if (!holder_running(l, rt))
                 return LOCK_QUEUE; /* parked holder: a long wait */
-            if (holder == RV_SCHED_QUEUED || s == LOCK_CONTENDED)
-                return LOCK_YIELD; /* it runs soon, perhaps here; or the
-                                      lock goes to a waiter, never free */
+            if (s == LOCK_CONTENDED)
+                return LOCK_YIELD; /* it goes to a waiter, never free */
             /* Running on another worker: optimistic spinning, as kernel
              * mutexes do, for at most RV_LOCK_SPIN_NS. */
             int64_t now = rv_now();
@@ -177,18 +196,20 @@ static int lock_wait_hint(lock_impl *l, rv_task *self)
     }
 }
 
-/* flags: RV_WQ_CANCELLABLE, or 0 for Condition's re-acquire. */
-static int lock_acquire(lock_impl *l, rv_task *self, int flags)
+/* A task's acquire; flags: RV_WQ_CANCELLABLE, or 0 for Condition's
+ * re-acquire. `w` is the worker `self` runs on now. */
+static int lock_acquire(lock_impl *l, rv_task *self, rv__worker *w, int flags)
 {
     for (int yields = 0;; yields++) {
-        if (lock_try(l, self))
+        if (lock_try(l, self, w))
             return 0;
-        int hint = lock_wait_hint(l, self);
+        int hint = lock_wait_hint(l, self, w);
         if (hint == LOCK_TAKEN)
             return 0;
         if (hint == LOCK_QUEUE || yields == RV_LOCK_YIELDS)
             break;
-        rv__suspend(rv__tls_worker(), self, RV_SWITCH_YIELD);
+        rv__suspend(w, self, RV_SWITCH_YIELD);
+        w = rv__tls_worker(); /* it may resume elsewhere */
         if ((flags & RV_WQ_CANCELLABLE) && rv__take_cancel(self))
             return -ECANCELED;
     }
@@ -198,7 +219,7 @@ static int lock_acquire(lock_impl *l, rv_task *self, int flags)
     for (;;) {
         uint32_t s = rv__atomic_load_relaxed(&l->state);
         if (s == LOCK_FREE) {
-            if (lock_try(l, self)) {
+            if (lock_try(l, self, w)) {
                 rv__spin_unlock(&l->guard);
                 return 0;
             }
@@ -212,6 +233,9 @@ static int lock_acquire(lock_impl *l, rv_task *self, int flags)
     int rc = rv__waitq_wait(&l->guard, &l->waiters, &node, -1, flags);
     if (rc != 0)
         return rc;
+    /* Handed over: we hold it now, and run. */
+    rv__atomic_store_relaxed(&l->owner_worker, rv__tls_worker());
+    rv__atomic_store_relaxed(&l->handed, 0);
     if ((flags & RV_WQ_CANCELLABLE) && rv__take_cancel(self)) {
         lock_release(l); /* handed over, then cancelled: pass it on */
         return -ECANCELED;
@@ -239,17 +263,20 @@ int rv_lock_acquire(rv_lock *l)
 {
     if (!l)
         return -EINVAL;
-    rv_task *self = self_task();
+    rv__worker *w = rv__tls_worker();
+    rv_task *self = w ? w->current : NULL;
     if (!self)
         return -EPERM;
-    return lock_acquire(IMPL(lock_impl, l), self, RV_WQ_CANCELLABLE);
+    return lock_acquire(IMPL(lock_impl, l), self, w, RV_WQ_CANCELLABLE);
 }
 
 int rv_lock_try_acquire(rv_lock *l)
 {
     if (!l)
         return -EINVAL;
-    return lock_try(IMPL(lock_impl, l), self_task()) ? 0 : -EAGAIN;
+    rv__worker *w = rv__tls_worker();
+    rv_task *self = w ? w->current : NULL;
+    return lock_try(IMPL(lock_impl, l), self, self ? w : NULL) ? 0 : -EAGAIN;
 }
 
 int rv_lock_release(rv_lock *l) { return l ? lock_release(IMPL(lock_impl, l)) : -EINVAL; }
@@ -418,7 +445,7 @@ int rv_cond_wait(rv_cond *c)
     bool notified = rc == 0;
     /* The lock is re-acquired whatever happened; a cancellation that arrives
      * meanwhile stays pending and is reported below. */
-    lock_acquire(l, self, 0);
+    lock_acquire(l, self, rv__tls_worker(), 0);
     if (rc == 0 && rv__take_cancel(self))
         rc = -ECANCELED;
     if (rc == -ECANCELED && notified)

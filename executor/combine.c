@@ -101,11 +101,13 @@ static watch_entry *distinct(rv_future *const fs[], size_t n, size_t *m)
     return e;
 }
 
-/* Start watching each distinct future of fs. */
-static int watch_begin(watch *ws, rv_future *const fs[], size_t n, rv_task *t)
+/* Start watching each distinct future of fs for the calling task (-EPERM
+ * outside a task). */
+static int watch_begin(watch *ws, rv_future *const fs[], size_t n)
 {
     memset(ws, 0, sizeof *ws);
-    ws->task = t;
+    if (!(ws->task = current_task()))
+        return -EPERM;
     if (!(ws->e = distinct(fs, n, &ws->n)))
         return -ENOMEM;
     for (size_t i = 0; i < ws->n; i++) {
@@ -188,11 +190,8 @@ int rv_gather(rv_future *const fs[], size_t n, unsigned flags, void *results[], 
         return 0;
     if (check_futures(fs, n) || (flags & ~RV_RETURN_EXCEPTIONS))
         return -EINVAL;
-    rv_task *t = current_task();
-    if (!t)
-        return -EPERM;
     watch ws;
-    int rc = watch_begin(&ws, fs, n, t);
+    int rc = watch_begin(&ws, fs, n);
     if (rc)
         return rc;
     bool all = flags & RV_RETURN_EXCEPTIONS;
@@ -246,11 +245,8 @@ int rv_wait(rv_future *const fs[], size_t n, int64_t timeout_ns, enum rv_return_
     default:
         return -EINVAL;
     }
-    rv_task *t = current_task();
-    if (!t)
-        return -EPERM;
     watch ws;
-    int rc = watch_begin(&ws, fs, n, t);
+    int rc = watch_begin(&ws, fs, n);
     if (rc)
         return rc;
     rc = watch_park(&ws, until, timeout_ns < 0 ? -1 : rv__deadline_after(timeout_ns), true);

@@ -16,7 +16,7 @@
 typedef _Atomic uint8_t rv__spinlock;
 
 #ifndef RV_SPIN_BACKOFF_MAX
-#define RV_SPIN_BACKOFF_MAX 256 /* pause instructions between two looks */
+#define RV_SPIN_BACKOFF_MAX 1024 /* pause instructions between two looks */
 #endif
 
 static inline void rv__spin_lock(rv__spinlock *l)

@@ -628,14 +628,16 @@ int rv_barrier_wait(rv_barrier *b)
         rv__spin_unlock(&bi->guard);
         return -EPIPE;
     }
-    int index = bi->count++;
-    if (bi->count == bi->parties) {
-        /* The last to arrive releases the round and does not wait. */
+    if (++bi->count == bi->parties) {
+        /* The last to arrive releases the round and does not wait. Indexes
+         * go by arrival among those still waiting (one may have left,
+         * cancelled), so they are distinct: 0 .. parties-1. */
         bi->count = 0;
-        grant_all(&bi->waiters, 0, &chain);
+        for (intptr_t i = 0; rv__waitq_grant_first(&bi->waiters, i, &chain); i++)
+            ;
         rv__spin_unlock(&bi->guard);
         rv__waitq_wake(chain);
-        return index;
+        return bi->parties - 1;
     }
     rv__wnode node;
     rv__wnode_init(&node);
@@ -652,7 +654,7 @@ int rv_barrier_wait(rv_barrier *b)
         return rc;
     /* The round completed (or broke) for us: a cancellation that came after
      * stays pending for the next suspension point. */
-    return node.value < 0 ? (int)node.value : index;
+    return (int)node.value; /* our index, or -EPIPE */
 }
 
 /* Wake the waiting round with -EPIPE; `broken` is the state left after. */

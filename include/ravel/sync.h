@@ -142,8 +142,9 @@ RV_EXTERN int rv_sem_value(const rv_sem *s);
 RV_EXTERN int rv_barrier_init(rv_barrier *b, int parties);
 RV_EXTERN int rv_barrier_destroy(rv_barrier *b);
 /* May suspend. Wait until `parties` tasks have arrived. Returns the arrival
- * index, 0 .. parties-1, distinct for each task of one round (the last to
- * arrive gets parties-1 and does not suspend). -EPIPE when the barrier is
+ * index, 0 .. parties-1, distinct for each task of one round, by order of
+ * arrival among those that stayed (the last to arrive gets parties-1 and does
+ * not suspend). -EPIPE when the barrier is
  * broken (abort) or reset while waiting (asyncio BrokenBarrierError);
  * -ECANCELED when cancelled while waiting: the task leaves the round, which
  * then needs one more arrival (as asyncio). A task whose round completed

@@ -368,6 +368,7 @@ struct rv_runtime {
     _Atomic unsigned indefinite_sleepers; /* workers parked with no timeout */
     unsigned nworkers;
     rv__worker *workers;
+    struct rv__pool *pool; /* blocking pool (executor/blocking.c) */
     size_t stack_size;
     int64_t start_ns;
     bool debug;

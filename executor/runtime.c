@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "executor/alloc.h"
+#include "executor/blocking.h"
 #include "executor/internal.h"
 
 #define RV_DEFAULT_STACK (64 * 1024)
@@ -80,6 +81,8 @@ static void free_workers(rv_runtime *rt)
 
 static void free_runtime(rv_runtime *rt)
 {
+    if (rt->pool)
+        rv__pool_close(rt->pool);
     free_workers(rt);
     if (rt->sleepers)
         rv__free((void *)rt->sleepers, sizeof(uint64_t) * rt->sleeper_words);
@@ -140,6 +143,13 @@ int rv_runtime_new(rv_runtime **out, const rv_config *cfg)
     if (rc) {
         rv__free_aligned(rt, sizeof *rt, 128);
         return rc;
+    }
+    rt->pool = rv__pool_new(c.blocking_threads_max ? c.blocking_threads_max : 512,
+                            c.blocking_keepalive_ns > 0 ? c.blocking_keepalive_ns
+                                                        : 10 * INT64_C(1000000000));
+    if (!rt->pool) {
+        free_runtime(rt);
+        return -ENOMEM;
     }
     rt->sleeper_words = (rt->nworkers + 63) / 64;
     rt->sleepers = rv__calloc(sizeof(uint64_t) * rt->sleeper_words);
@@ -253,6 +263,14 @@ int rv_runtime_shutdown(rv_runtime *rt, int64_t timeout_ns)
             rc = -ETIMEDOUT;
             break;
         }
+    }
+    /* Blocking calls still running (their tasks are gone, cancelled): wait
+     * for them up to the same deadline. They may keep running past it; the
+     * pool outlives the runtime until they return. */
+    if (rc == 0 && !rv__pool_wait_idle(rt->pool, deadline)) {
+        fprintf(stderr, "ravel: shutdown deadline passed with blocking calls still running:\n");
+        rv__pool_report(rt->pool);
+        rc = -ETIMEDOUT;
     }
     stop_workers(rt);
     /* release: the last access to rt by this call; a concurrent
@@ -391,6 +409,7 @@ int rv_runtime_stats_get(rv_runtime *rt, rv_runtime_stats *out)
     s.live_tasks = rv__live_tasks(rt);
     int64_t inject = rv__mpsc_len(&rt->inject);
     s.inject_depth = inject > 0 ? (uint64_t)inject : 0;
+    rv__pool_counts(rt->pool, &s.blocking_threads, &s.blocking_idle, &s.blocking_queue_depth);
     memcpy(out, &s, out->size);
     return 0;
 }

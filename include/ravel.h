@@ -294,6 +294,38 @@ RV_EXTERN int rv_handle_cancel(rv_handle *h);
 RV_EXTERN int rv_handle_release(rv_handle *h);
 
 /* ------------------------------------------------------------------------- */
+/* Threads: blocking calls and plain threads                                  */
+
+/* A blocking function for the blocking pool: like a task body, 0 with
+ * *result (starts NULL), or a negative error code. */
+typedef int (*rv_blocking_fn)(void *arg, void **result);
+
+/* May suspend. asyncio.to_thread: run fn(arg) on a thread of the runtime's
+ * blocking pool and suspend the calling task until it returns. Returns fn's
+ * code, its result in *result (`result` may be NULL: a result is then passed
+ * to `release`).
+ * - Cancelling the task returns -ECANCELED at once. A call that has not
+ *   started never runs; a call already running runs to completion on its
+ *   thread, and its result is passed to `release` (may be NULL) there.
+ * - The pool starts threads as calls need them, up to the config's
+ *   blocking_threads_max (then calls queue); a thread idle for
+ *   blocking_keepalive_ns leaves.
+ * - From a plain thread fn simply runs inline (that thread may block).
+ *   -EDEADLK on a worker thread outside a task (a callback: it must not
+ *   block). -ESHUTDOWN once the runtime is shutting down; -ENOMEM; -EAGAIN
+ *   when no pool thread exists and none can be started. */
+RV_EXTERN int rv_to_thread(rv_blocking_fn fn, void *arg, void (*release)(void *result),
+                           void **result);
+
+/* asyncio.run_coroutine_threadsafe: from any thread, start fn(arg) as a task
+ * of `rt` and give back its future (thread-safe; the caller releases it with
+ * rv_future_release). The task's end completes the future (result, error or
+ * cancellation); cancelling the future cancels the task. A plain thread
+ * waits with rv_future_wait. Errors as rv_spawn. */
+RV_EXTERN int rv_spawn_threadsafe(rv_runtime *rt, rv_task_fn fn, void *arg,
+                                  const rv_spawn_opts *opts, rv_future **out);
+
+/* ------------------------------------------------------------------------- */
 /* Counters                                                                   */
 
 typedef struct rv_worker_stats {
@@ -315,9 +347,9 @@ typedef struct rv_runtime_stats {
     unsigned workers;
     uint64_t live_tasks;   /* spawned and not yet ended */
     uint64_t inject_depth; /* tasks waiting in the global queue (approximate) */
-    uint64_t blocking_threads;
-    uint64_t blocking_idle;
-    uint64_t blocking_queue_depth;
+    uint64_t blocking_threads;     /* blocking pool threads alive */
+    uint64_t blocking_idle;        /* of those, parked waiting for calls */
+    uint64_t blocking_queue_depth; /* calls queued, not started */
 } rv_runtime_stats;
 
 /* Snapshot of the global counters. Cheap; any thread. */

@@ -198,7 +198,8 @@ static int lock_wait_hint(lock_impl *l, rv_task *self, rv__worker *w)
 
 /* A task's acquire; flags: RV_WQ_CANCELLABLE, or 0 for Condition's
  * re-acquire. `w` is the worker `self` runs on now. */
-static int lock_acquire(lock_impl *l, rv_task *self, rv__worker *w, int flags)
+static __attribute__((noinline)) int lock_acquire(lock_impl *l, rv_task *self, rv__worker *w,
+                                                 int flags)
 {
     for (int yields = 0;; yields++) {
         if (lock_try(l, self, w))
@@ -267,7 +268,10 @@ int rv_lock_acquire(rv_lock *l)
     rv_task *self = w ? w->current : NULL;
     if (!self)
         return -EPERM;
-    return lock_acquire(IMPL(lock_impl, l), self, w, RV_WQ_CANCELLABLE);
+    lock_impl *li = IMPL(lock_impl, l);
+    if (__builtin_expect(lock_try(li, self, w), 1))
+        return 0; /* the uncontended path, without a call */
+    return lock_acquire(li, self, w, RV_WQ_CANCELLABLE);
 }
 
 int rv_lock_try_acquire(rv_lock *l)

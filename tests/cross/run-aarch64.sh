@@ -16,10 +16,10 @@ if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64 >/
 fi
 out=build-aarch64
 mkdir -p "$out"
-srcs="executor/alloc.c executor/errors.c executor/fiber.c executor/stack.c executor/future.c
-      executor/handle.c executor/objcache.c executor/task.c executor/timer.c executor/worker.c
-      executor/runtime.c executor/switch_aarch64.S io/poller_epoll.c primitives/deque.c
-      primitives/mpsc.c"
+# The library's sources, as CMakeLists.txt lists them (so this list cannot
+# drift), with the AArch64 switch.
+srcs=$(sed -n '/^set(RAVEL_SOURCES/,/^)/p' CMakeLists.txt | grep -E '^\s+[a-z].*\.c$' | tr -d ' ')
+srcs="$srcs executor/switch_aarch64.S"
 # -O2: the migration hazards (cached thread-local addresses) appear only with
 # optimisation. Static, so qemu-user needs no AArch64 sysroot at run time.
 aarch64-linux-gnu-gcc -std=gnu11 -O2 -g -static -Wall -Wextra -Wno-unused-parameter \

@@ -13,8 +13,8 @@
  * How every run is built (the same for all workloads, so they compare):
  * - A fresh runtime per run, with cfg.workers = N, shut down and freed after.
  * - The driver (the spawner, or the task that recurses for fib) is itself a
- *   task in that runtime, except in W1r whose point is spawning from a plain
- *   thread; the main thread blocks on the driver's future.
+ *   task in that runtime, except in W1r and W8 whose point is submitting from
+ *   a plain thread; the main thread blocks on the driver's future.
  * - The clock (CLOCK_MONOTONIC) starts just before the first operation and
  *   stops just after the completion signal: an rv_future that the last task
  *   to finish completes ("finish line" below).
@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "bench-stats.h"
 
@@ -813,6 +814,354 @@ static void workload_parked_memory(const bench_opts *o)
 }
 
 /* ------------------------------------------------------------------------- */
+/* W7 to_thread: C tasks each offload N calls to the blocking pool in turn.   */
+/*
+ * The blocking function returns at once, so what is measured is the pool's
+ * round trip: the submission, a pool thread taking the call and completing
+ * the future, and the task resuming on a worker. Each task times every one
+ * of its offloads around rv_to_thread and writes the sample into its own
+ * slice of an array allocated (and touched) once before the runs, so nothing
+ * is allocated and no shared counter is touched on the measured path. The
+ * percentiles are over all C x N samples of a run; the RESULT line has their
+ * median over the runs. The function hands its argument back as its result
+ * and the task checks it, so a call that did not run cannot pass.
+ */
+
+#define TO_THREAD_TASKS 64
+
+typedef struct to_thread_bench to_thread_bench;
+
+typedef struct to_thread_task_arg {
+    to_thread_bench *w;
+    double *samples; /* this task's `offloads` latencies, ns */
+} to_thread_task_arg;
+
+struct to_thread_bench {
+    unsigned workers;
+    unsigned offloads; /* per task */
+    double *samples;   /* TO_THREAD_TASKS * offloads latencies, ns */
+    to_thread_task_arg args[TO_THREAD_TASKS];
+    finish_line fl;
+    int64_t elapsed_ns;
+    uint64_t pool_threads; /* blocking pool threads alive at the finish line */
+};
+
+static int to_thread_blocking(void *arg, void **result)
+{
+    *result = arg;
+    return 0;
+}
+
+static int to_thread_task(void *arg, void **result)
+{
+    to_thread_task_arg *a = arg;
+    to_thread_bench *w = a->w;
+    double *samples = a->samples;
+    for (unsigned i = 0; i < w->offloads; i++) {
+        void *back;
+        int64_t t0 = bench_now_ns();
+        CHECK(rv_to_thread(to_thread_blocking, a, NULL, &back));
+        samples[i] = (double)(bench_now_ns() - t0);
+        if (back != a) {
+            fprintf(stderr, "ravel-bench: to_thread: an offload gave back %p, not %p\n", back,
+                    (void *)a);
+            abort();
+        }
+    }
+    finish_line_arrive(&w->fl);
+    return 0;
+}
+
+static int to_thread_driver(void *arg, void **result)
+{
+    to_thread_bench *w = arg;
+    finish_line_init(&w->fl, TO_THREAD_TASKS, NULL);
+    int64_t t0 = bench_now_ns();
+    for (unsigned i = 0; i < TO_THREAD_TASKS; i++)
+        CHECK(rv_spawn(NULL, to_thread_task, &w->args[i], NULL, NULL));
+    finish_line_wait(NULL, &w->fl, "the last offloading task");
+    w->elapsed_ns = bench_now_ns() - t0;
+    rv_runtime_stats s;
+    memset(&s, 0, sizeof s);
+    s.size = sizeof s;
+    w->pool_threads = rv_runtime_stats_get(rv_runtime_current(), &s) == 0 ? s.blocking_threads : 0;
+    return 0;
+}
+
+static void to_thread_run(void *params, double *metrics)
+{
+    to_thread_bench *w = params;
+    size_t n = (size_t)TO_THREAD_TASKS * w->offloads;
+    run_driver(w->workers, to_thread_driver, w);
+    metrics[0] = (double)n / elapsed_s(0, w->elapsed_ns);
+    metrics[1] = bench_percentile(w->samples, n, 50) / 1e3;
+    metrics[2] = bench_percentile(w->samples, n, 99) / 1e3;
+    metrics[3] = (double)w->pool_threads;
+}
+
+static void workload_to_thread(const bench_opts *o)
+{
+    to_thread_bench w = {.workers = o->workers, .offloads = o->quick ? 100 : 1000};
+    size_t n = (size_t)TO_THREAD_TASKS * w.offloads;
+    w.samples = calloc(n, sizeof *w.samples);
+    if (w.samples == NULL)
+        CHECK(-ENOMEM);
+    memset(w.samples, 0, n * sizeof *w.samples); /* fault the pages in now */
+    for (unsigned i = 0; i < TO_THREAD_TASKS; i++)
+        w.args[i] = (to_thread_task_arg){.w = &w, .samples = w.samples + (size_t)i * w.offloads};
+    fprintf(stderr, "ravel-bench: to_thread: C=%u tasks x %u sequential rv_to_thread offloads\n",
+            TO_THREAD_TASKS, w.offloads);
+
+    double values[4][MAX_RUNS];
+    repeat_runs(o, "to_thread", to_thread_run, &w, 4, values);
+    bench_summary rate = bench_summarize(values[0], (size_t)o->runs);
+    fprintf(stderr, "ravel-bench: to_thread: %.0f blocking pool threads at the finish line\n",
+            bench_median(values[3], (size_t)o->runs));
+    bench_line line;
+    bench_line_begin(&line, "to_thread", o->workers);
+    bench_line_add(&line, "offloads_per_s", rate.median, 0);
+    bench_line_add(&line, "p50_us", bench_median(values[1], (size_t)o->runs), 2);
+    bench_line_add(&line, "p99_us", bench_median(values[2], (size_t)o->runs), 2);
+    bench_line_add_range(&line, "offloads_per_s", rate, 0);
+    bench_line_print(&line);
+    free(w.samples);
+}
+
+/* ------------------------------------------------------------------------- */
+/* W8 threadsafe_rtt: a plain thread submits one coroutine at a time.         */
+/*
+ * The plain thread is this one (the main thread, never a worker): it submits
+ * with rv_spawn_threadsafe and blocks in rv_future_wait until the coroutine's
+ * result is there, then submits the next. One sample per round trip, from
+ * just before the submission to just after the wait returns; the future is
+ * released and its value checked outside that interval. Percentiles are over
+ * the run's samples, their median over the runs.
+ */
+
+typedef struct threadsafe_rtt {
+    unsigned workers;
+    unsigned trips;
+    double *samples; /* trips latencies, ns */
+} threadsafe_rtt;
+
+static int threadsafe_rtt_task(void *arg, void **result)
+{
+    *result = arg;
+    return 0;
+}
+
+static void threadsafe_rtt_run(void *params, double *metrics)
+{
+    threadsafe_rtt *w = params;
+    rv_runtime *rt = runtime_start(w->workers);
+    for (unsigned i = 0; i < w->trips; i++) {
+        void *sent = (void *)(uintptr_t)(i + 1);
+        rv_future *f;
+        int64_t t0 = bench_now_ns();
+        CHECK(rv_spawn_threadsafe(rt, threadsafe_rtt_task, sent, NULL, &f));
+        await_or_die(rt, f, WAIT_TIMEOUT_NS, "a coroutine submitted with rv_spawn_threadsafe");
+        w->samples[i] = (double)(bench_now_ns() - t0);
+        void *back;
+        CHECK(rv_future_result(f, &back));
+        if (back != sent) {
+            fprintf(stderr, "ravel-bench: threadsafe_rtt: round trip %u gave back %p, not %p\n", i,
+                    back, sent);
+            abort();
+        }
+        CHECK(rv_future_release(f));
+    }
+    runtime_stop(rt);
+    metrics[0] = bench_percentile(w->samples, w->trips, 50) / 1e3;
+    metrics[1] = bench_percentile(w->samples, w->trips, 99) / 1e3;
+}
+
+static void workload_threadsafe_rtt(const bench_opts *o)
+{
+    threadsafe_rtt w = {.workers = o->workers, .trips = o->quick ? 2000 : 20000};
+    w.samples = calloc(w.trips, sizeof *w.samples);
+    if (w.samples == NULL)
+        CHECK(-ENOMEM);
+    memset(w.samples, 0, w.trips * sizeof *w.samples); /* fault the pages in now */
+    fprintf(stderr,
+            "ravel-bench: threadsafe_rtt: %u round trips, rv_spawn_threadsafe + rv_future_wait "
+            "from the main thread\n",
+            w.trips);
+
+    double values[2][MAX_RUNS];
+    repeat_runs(o, "threadsafe_rtt", threadsafe_rtt_run, &w, 2, values);
+    bench_summary p50 = bench_summarize(values[0], (size_t)o->runs);
+    bench_line line;
+    bench_line_begin(&line, "threadsafe_rtt", o->workers);
+    bench_line_add(&line, "p50_us", p50.median, 2);
+    bench_line_add(&line, "p99_us", bench_median(values[1], (size_t)o->runs), 2);
+    bench_line_add_range(&line, "p50_us", p50, 2);
+    bench_line_print(&line);
+    free(w.samples);
+}
+
+/* ------------------------------------------------------------------------- */
+/* W10 cpu_io_mix: T tasks each loop: sleep 1 ms, then burn ~100 us of CPU.   */
+/*
+ * The burn is a 64-bit xorshift loop. Its iteration count is calibrated at
+ * the start of every run, on this thread before the runtime starts (so
+ * before the clock): the rate comes from the fastest of a few bursts of
+ * about 2 ms, the count is set from it, and then bursts of that count are
+ * timed and the count rescaled until their median is within 2% of 100 us.
+ * That median, the burn time actually measured, is what the ideal wall uses:
+ *
+ *   ideal = T x rounds x burn / cores,  cores = min(workers, online CPUs)
+ *   efficiency = ideal / measured wall
+ *
+ * The ideal leaves out the sleeps: all tasks sleep at once, so with enough
+ * tasks the CPU is the bound. Each task folds its final xorshift state into
+ * a shared word, so the compiler cannot drop the loop.
+ */
+
+typedef struct cpu_io_mix {
+    unsigned workers;
+    unsigned tasks;
+    unsigned rounds;
+    int64_t sleep_ns;
+    int64_t burn_target_ns;
+    uint64_t burn_iters; /* calibrated per run */
+    double burn_ns;      /* what burn_iters measured to take */
+    atomic_uint_fast64_t sink;
+    finish_line fl;
+    int64_t elapsed_ns;
+} cpu_io_mix;
+
+static __attribute__((noinline)) uint64_t xorshift_burn(uint64_t x, uint64_t iters)
+{
+    for (uint64_t i = 0; i < iters; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        __asm__ __volatile__("" : "+r"(x)); /* one real iteration per count */
+    }
+    return x;
+}
+
+#define BURN_SEED UINT64_C(0x9E3779B97F4A7C15)
+#define BURN_SAMPLES 21
+
+/* How long a burn of `iters` takes, ns. */
+static int64_t burn_time_ns(uint64_t iters, uint64_t *sink)
+{
+    int64_t t0 = bench_now_ns();
+    *sink ^= xorshift_burn(BURN_SEED ^ *sink, iters);
+    return bench_now_ns() - t0;
+}
+
+static void cpu_io_mix_calibrate(cpu_io_mix *w)
+{
+    uint64_t sink = 0;
+    /* A rate from bursts of at least 2 ms: the fastest of 3 at that size. */
+    uint64_t iters = 1024;
+    int64_t best;
+    for (;;) {
+        best = INT64_MAX;
+        for (int i = 0; i < 3; i++) {
+            int64_t t = burn_time_ns(iters, &sink);
+            if (t < best)
+                best = t;
+        }
+        if (best >= 2 * NS_PER_MS || iters >= (UINT64_C(1) << 40))
+            break;
+        iters *= 2;
+    }
+    double per_iter = (double)best / (double)iters;
+    iters = (uint64_t)((double)w->burn_target_ns / per_iter + 0.5);
+    /* The count itself, timed as the tasks will run it. */
+    double samples[BURN_SAMPLES], median = 0;
+    for (int pass = 0; pass < 4; pass++) {
+        if (iters == 0)
+            iters = 1;
+        for (int i = 0; i < BURN_SAMPLES; i++)
+            samples[i] = (double)burn_time_ns(iters, &sink);
+        median = bench_median(samples, BURN_SAMPLES);
+        double ratio = (double)w->burn_target_ns / median;
+        if (ratio > 0.98 && ratio < 1.02)
+            break;
+        iters = (uint64_t)((double)iters * ratio + 0.5);
+    }
+    w->burn_iters = iters;
+    w->burn_ns = median;
+    atomic_fetch_xor_explicit(&w->sink, sink, memory_order_relaxed);
+}
+
+static int cpu_io_mix_task(void *arg, void **result)
+{
+    cpu_io_mix *w = arg;
+    uint64_t x = BURN_SEED;
+    for (unsigned r = 0; r < w->rounds; r++) {
+        CHECK(rv_sleep(w->sleep_ns));
+        x = xorshift_burn(x, w->burn_iters);
+    }
+    atomic_fetch_xor_explicit(&w->sink, x, memory_order_relaxed);
+    finish_line_arrive(&w->fl);
+    return 0;
+}
+
+static int cpu_io_mix_driver(void *arg, void **result)
+{
+    cpu_io_mix *w = arg;
+    finish_line_init(&w->fl, w->tasks, NULL);
+    int64_t t0 = bench_now_ns();
+    for (unsigned i = 0; i < w->tasks; i++)
+        CHECK(rv_spawn(NULL, cpu_io_mix_task, w, NULL, NULL));
+    finish_line_wait(NULL, &w->fl, "the last sleep-and-burn task");
+    w->elapsed_ns = bench_now_ns() - t0;
+    return 0;
+}
+
+static unsigned cpu_io_mix_cores(unsigned workers)
+{
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    return online > 0 && (unsigned long)online < workers ? (unsigned)online : workers;
+}
+
+static void cpu_io_mix_run(void *params, double *metrics)
+{
+    cpu_io_mix *w = params;
+    cpu_io_mix_calibrate(w);
+    run_driver(w->workers, cpu_io_mix_driver, w);
+    double ideal_ns =
+        (double)w->tasks * w->rounds * w->burn_ns / (double)cpu_io_mix_cores(w->workers);
+    metrics[0] = (double)w->elapsed_ns / (double)NS_PER_MS;
+    metrics[1] = ideal_ns / (double)w->elapsed_ns;
+    metrics[2] = w->burn_ns / 1e3;
+    metrics[3] = (double)w->burn_iters;
+}
+
+static void workload_cpu_io_mix(const bench_opts *o)
+{
+    cpu_io_mix w = {.workers = o->workers,
+                    .tasks = o->quick ? 200 : 2000,
+                    .rounds = 10,
+                    .sleep_ns = NS_PER_MS,
+                    .burn_target_ns = 100 * 1000};
+    atomic_init(&w.sink, 0);
+    fprintf(stderr,
+            "ravel-bench: cpu_io_mix: %u tasks x %u rounds of sleep 1 ms + ~100 us xorshift "
+            "burn; ideal wall over %u core%s\n",
+            w.tasks, w.rounds, cpu_io_mix_cores(w.workers),
+            cpu_io_mix_cores(w.workers) == 1 ? "" : "s");
+
+    double values[4][MAX_RUNS];
+    repeat_runs(o, "cpu_io_mix", cpu_io_mix_run, &w, 4, values);
+    bench_summary wall = bench_summarize(values[0], (size_t)o->runs);
+    fprintf(stderr,
+            "ravel-bench: cpu_io_mix: calibrated burn %.2f us (%.0f iterations), median of runs\n",
+            bench_median(values[2], (size_t)o->runs), bench_median(values[3], (size_t)o->runs));
+    bench_line line;
+    bench_line_begin(&line, "cpu_io_mix", o->workers);
+    bench_line_add(&line, "wall_ms", wall.median, 2);
+    bench_line_add(&line, "efficiency", bench_median(values[1], (size_t)o->runs), 3);
+    bench_line_add_range(&line, "wall_ms", wall, 2);
+    bench_line_print(&line);
+}
+
+/* ------------------------------------------------------------------------- */
 /* W11 queue_mpmc: 4 producers and 4 consumers share one bounded queue.       */
 /*
  * The producers split 1..N between them and put each integer once (as
@@ -1171,6 +1520,9 @@ static const workload workloads[] = {
     {"W4", "chained_spawn", workload_chained_spawn},
     {"W5", "fib", workload_fib},
     {"W6", "sleep_many", workload_sleep_many},
+    {"W7", "to_thread", workload_to_thread},
+    {"W8", "threadsafe_rtt", workload_threadsafe_rtt},
+    {"W10", "cpu_io_mix", workload_cpu_io_mix},
     {"W11", "queue_mpmc", workload_queue_mpmc},
     {"W12", "lock_contended", workload_lock_contended},
     {"M1", "parked_memory", workload_parked_memory},

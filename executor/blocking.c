@@ -9,11 +9,13 @@
  * that was running when it was cancelled runs to completion and its result
  * goes to the caller's `release` function.
  *
- * Threads start on demand and leave after a keep-alive. A thread out of work
- * first searches (spins on the queue) for a short while, then parks on a
- * futex. A submitter wakes a parked thread only when nobody is searching,
- * and starts a new thread only when nobody is searching or parked and the
- * cap allows: the workers' throttling idea. The lost-wakeup argument is a
+ * Threads start on demand and leave after a keep-alive. Every thread is in
+ * exactly one state: running a call, searching (between calls, or looking
+ * for work) or parked (idle). One searcher at a time spins on the queue for
+ * a short while before parking; the others park at once. A submitter wakes
+ * a parked thread only when nobody is searching, and starts a new thread
+ * only when every thread is inside a call and the cap allows: the workers'
+ * throttling idea. The lost-wakeup argument is a
  * Dekker pair: a thread about to park increments `idle` then re-reads the
  * queue length; a submitter pushes then reads `searching` and `idle`; all
  * four are seq_cst, so at least one side sees the other.
@@ -123,12 +125,15 @@ static void run_call(pool_thread *self, call *c)
         call_free(c);
         return;
     }
-    rv__atomic_fetch_add_relaxed(&p->running, 1);
+    /* Busy: out of `searching` (running first, so never in neither). */
+    rv__atomic_fetch_add_seq_cst(&p->running, 1);
+    rv__atomic_fetch_sub_seq_cst(&p->searching, 1);
     rv__atomic_store_relaxed(&self->since, rv_now());
     rv__atomic_store_relaxed(&self->fn, c->fn);
     void *result = NULL;
     int rc = c->fn(c->arg, &result);
     rv__atomic_store_relaxed(&self->fn, NULL);
+    rv__atomic_fetch_add_seq_cst(&p->searching, 1);
     int done;
     if (rc == 0)
         done = rv_future_set_result(c->fut, result);
@@ -150,35 +155,44 @@ static void *pool_main(void *arg)
 {
     pool_thread *self = arg;
     rv__pool *p = self->pool;
+    /* We start counted as searching (by pool_grow), and stay so whenever we
+     * are neither inside a call nor parked: a submitter that saw no
+     * searcher and no idle thread would start another thread. */
     for (;;) {
         call *c = pool_take(p);
         if (c) {
             run_call(self, c);
             continue;
         }
-        /* Search a while: under steady load the next call comes soon, and a
-         * park plus a wake costs far more. */
-        rv__atomic_fetch_add_seq_cst(&p->searching, 1);
-        int64_t until = rv_now() + SEARCH_NS;
-        while (!queue_has_work(p) && !rv__atomic_load_relaxed(&p->closing) && rv_now() < until)
-            for (int i = 0; i < 32; i++)
-                rv__cpu_relax();
-        rv__atomic_fetch_sub_seq_cst(&p->searching, 1);
+        /* One searcher spins a while (under steady load the next call comes
+         * soon, and a park plus a wake costs far more); the others park. */
+        if (rv__atomic_load_seq_cst(&p->searching) == 1) {
+            int64_t until = rv_now() + SEARCH_NS;
+            while (!queue_has_work(p) && !rv__atomic_load_relaxed(&p->closing) &&
+                   rv_now() < until)
+                for (int i = 0; i < 32; i++)
+                    rv__cpu_relax();
+        }
         if (queue_has_work(p))
             continue;
         if (rv__atomic_load_acquire(&p->closing))
             break;
         /* Park. seq_cst: idle++ before the re-check pairs with the
-         * submitter's push before its read of idle (see the design note). */
+         * submitter's push before its read of idle (see the design note);
+         * idle goes up before searching goes down, so we are never in
+         * neither count. */
         uint32_t seen = rv__atomic_load_seq_cst(&p->wake_seq);
         rv__atomic_fetch_add_seq_cst(&p->idle, 1);
+        rv__atomic_fetch_sub_seq_cst(&p->searching, 1);
         bool woken = true;
         if (!queue_has_work(p) && !rv__atomic_load_seq_cst(&p->closing))
             woken = futex_wait_ns(&p->wake_seq, seen, p->keepalive_ns);
+        rv__atomic_fetch_add_seq_cst(&p->searching, 1);
         rv__atomic_fetch_sub_seq_cst(&p->idle, 1);
         if (!woken && !queue_has_work(p))
             break; /* idle for the whole keep-alive */
     }
+    rv__atomic_fetch_sub_seq_cst(&p->searching, 1);
     pthread_mutex_lock(&p->lock);
     if (self->prev)
         self->prev->next = self->next;
@@ -206,6 +220,9 @@ static int pool_grow(rv__pool *p)
         if (n >= p->max)
             return -EAGAIN;
     } while (!rv__atomic_cas_seq_cst(&p->threads, &n, n + 1));
+    /* The new thread starts as a searcher, counted now, so that the next
+     * submitter does not start yet another. */
+    rv__atomic_fetch_add_seq_cst(&p->searching, 1);
     pool_thread *t = rv__calloc(sizeof *t);
     int rc = t ? 0 : -ENOMEM;
     if (t) {
@@ -241,8 +258,10 @@ static int pool_grow(rv__pool *p)
             rv__atomic_fetch_sub_relaxed(&p->refs, 1);
         }
     }
-    if (rc)
+    if (rc) {
+        rv__atomic_fetch_sub_seq_cst(&p->searching, 1);
         rv__atomic_fetch_sub_seq_cst(&p->threads, 1);
+    }
     return rc;
 }
 

@@ -38,6 +38,11 @@
 
 static inline bool is_final(uint8_t s) { return s >= RV_FUT_RESULT; }
 
+/* How long a plain thread in rv_future_wait spins before it sleeps. */
+#ifndef RV_WAIT_SPIN_NS
+#define RV_WAIT_SPIN_NS 20000
+#endif
+
 void rv__future_init(rv_future *f, rv_runtime *rt, bool is_task)
 {
     rv__atomic_store_relaxed(&f->refs, 1);
@@ -576,6 +581,13 @@ int rv_future_wait(rv_future *f, int64_t timeout_ns, void **result)
     if (!enter_waiter(f, &w, RV_WAIT_THREAD))
         return read_result(f, result);
     int64_t deadline = timeout_ns < 0 ? -1 : rv__deadline_after(timeout_ns);
+    /* Spin briefly first: a task that answers at once (run_coroutine_
+     * threadsafe round trips) completes within microseconds, well under
+     * the cost of a futex sleep and wake. acquire: as rv__futex_wait_set. */
+    int64_t spin_until = rv_now() + RV_WAIT_SPIN_NS;
+    while (!rv__atomic_load_acquire(&w.fired) && rv_now() < spin_until)
+        for (int i = 0; i < 16; i++)
+            rv__cpu_relax();
     if (!rv__futex_wait_set(&w.fired, deadline)) {
         if (rv__future_drop_waiter(f, &w))
             return -ETIMEDOUT;

@@ -28,7 +28,9 @@
  *   3. none: search: steal half of a random victim's queue; take a victim's
  *      LIFO occupant only if that victim has been running one job since our
  *      previous look (it is stuck in a long job, so the slot would strand);
- *      then the inject queue;
+ *      then the inject queue; a searcher that found nothing keeps looking
+ *      for up to RV_SEARCH_SPIN_NS (20 us), since work from plain threads and
+ *      the blocking pool often arrives within microseconds (search_spin);
  *   4. nothing: park in epoll_wait on our own epoll until a wake, an I/O event
  *      or the next timer.
  *
@@ -75,6 +77,9 @@
 
 #define RV_LIFO_RUNS 3
 #define RV_MAINT_INTERVAL 61
+#ifndef RV_SEARCH_SPIN_NS
+#define RV_SEARCH_SPIN_NS 20000 /* see search_spin */
+#endif
 #define RV_INJECT_INTERVAL 31
 #define RV_TIMER_CHECK_MASK 7 /* with timers armed, look at the clock every 8 jobs */
 #define RV_TRIM_IDLE_MS 50    /* trim pooled stacks after this long without a job */
@@ -627,6 +632,27 @@ static void run_job(rv__worker *w, rv__job *job)
     }
 }
 
+/* Stay a searcher a little longer before parking: work submitted from
+ * outside the workers (plain threads, the blocking pool) often comes within
+ * microseconds, and a park plus a wake costs two system calls and a context
+ * switch on each side. Only searchers spin, at most half the workers search,
+ * and producers wake nobody while someone searches, so the spinner is the
+ * one that takes such work. */
+static rv__job *search_spin(rv__worker *w)
+{
+    int64_t until = rv_now() + RV_SEARCH_SPIN_NS;
+    do {
+        for (int i = 0; i < 64; i++)
+            rv__cpu_relax();
+        rv__job *job = next_job(w);
+        if (!job)
+            job = steal(w);
+        if (job)
+            return job;
+    } while (rv_now() < until && !rv__atomic_load_relaxed(&w->rt->stopping));
+    return NULL;
+}
+
 static void maintenance(rv__worker *w)
 {
     if (rv__poller_has_fds(&w->poller)) {
@@ -657,6 +683,8 @@ void *rv__worker_main(void *arg)
         rv__job *job = next_job(w);
         if (!job && start_searching(w))
             job = steal(w);
+        if (!job && w->searching && RV_SEARCH_SPIN_NS > 0)
+            job = search_spin(w);
         if (job) {
             /* A worker woken by a producer counts as searching; it stops
              * searching however it found the work, or producers would keep

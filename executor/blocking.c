@@ -13,9 +13,11 @@
  * exactly one state: running a call, searching (between calls, or looking
  * for work) or parked (idle). One searcher at a time spins on the queue for
  * a short while before parking; the others park at once. A submitter wakes
- * a parked thread only when nobody is searching, and starts a new thread
- * only when every thread is inside a call and the cap allows: the workers'
- * throttling idea. The lost-wakeup argument is a
+ * a parked thread, or starts one if none is parked and the cap allows, only
+ * when nobody is searching; a searcher that takes a call and was the last
+ * searcher does the same if calls remain queued. That is the workers'
+ * throttling idea, and it keeps a promise: below the cap a call never waits
+ * behind a running one (which might be waiting for it). The lost-wakeup argument is a
  * Dekker pair: a thread about to park increments `idle` then re-reads the
  * queue length; a submitter pushes then reads `searching` and `idle`; all
  * four are seq_cst, so at least one side sees the other.
@@ -42,7 +44,9 @@
 #include "executor/internal.h"
 
 /* How long a pool thread out of work searches before it parks. */
+#ifndef SEARCH_NS
 #define SEARCH_NS 50000
+#endif
 
 typedef struct pool_thread pool_thread;
 struct pool_thread {
@@ -118,6 +122,8 @@ static call *pool_take(rv__pool *p)
     return c;
 }
 
+static bool queue_has_work(rv__pool *p) { return rv__mpsc_len(&p->queue) > 0; }
+
 static void run_call(pool_thread *self, call *c)
 {
     rv__pool *p = self->pool;
@@ -125,9 +131,13 @@ static void run_call(pool_thread *self, call *c)
         call_free(c);
         return;
     }
-    /* Busy: out of `searching` (running first, so never in neither). */
+    /* Busy: out of `searching` (running first, so never in neither). The
+     * last searcher to leave with calls still queued makes sure another
+     * thread looks: below the cap a call never waits behind a running one
+     * (it may be the very call this one waits for). */
     rv__atomic_fetch_add_seq_cst(&p->running, 1);
-    rv__atomic_fetch_sub_seq_cst(&p->searching, 1);
+    if (rv__atomic_fetch_sub_seq_cst(&p->searching, 1) == 1 && queue_has_work(p))
+        rv__pool_kick(p);
     rv__atomic_store_relaxed(&self->since, rv_now());
     rv__atomic_store_relaxed(&self->fn, c->fn);
     void *result = NULL;
@@ -148,8 +158,6 @@ static void run_call(pool_thread *self, call *c)
      * shutdown that sees the count drop sees the call's effects. */
     rv__atomic_fetch_sub_release(&p->running, 1);
 }
-
-static bool queue_has_work(rv__pool *p) { return rv__mpsc_len(&p->queue) > 0; }
 
 static void *pool_main(void *arg)
 {
@@ -265,16 +273,17 @@ static int pool_grow(rv__pool *p)
     return rc;
 }
 
-void rv__pool_kick(rv__pool *p)
+int rv__pool_kick(rv__pool *p)
 {
     if (rv__atomic_load_seq_cst(&p->searching) > 0)
-        return; /* a searcher will find it */
+        return 0; /* a searcher takes it (and, taking it, kicks for the rest) */
     if (rv__atomic_load_seq_cst(&p->idle) > 0) {
         rv__atomic_fetch_add_seq_cst(&p->wake_seq, 1);
         futex_wake(&p->wake_seq, 1);
-        return;
+        return 0;
     }
-    pool_grow(p); /* at the cap: a running thread takes it when done */
+    int rc = pool_grow(p);
+    return rc == -EAGAIN ? 0 : rc; /* at the cap: a thread takes it when done */
 }
 
 /* ------------------------------------------------------------------------- */
@@ -375,11 +384,11 @@ int rv_to_thread(rv_blocking_fn fn, void *arg, void (*release)(void *result), vo
     /* seq_cst (the push's exchange and the loads in rv__pool_kick): pairs
      * with the parking thread's idle++ and re-check. */
     rv__mpsc_push(&p->queue, &c->node);
-    rv__pool_kick(p);
-    if (rv__atomic_load_seq_cst(&p->threads) == 0) {
+    if (rv__pool_kick(p) != 0 && rv__atomic_load_seq_cst(&p->threads) == 0 &&
+        rv_future_cancel(f, NULL) == 0) {
         /* No thread could be started and none exists: the call stays
-         * queued, cancelled, and is freed with the pool. */
-        rv_future_cancel(f, NULL);
+         * queued, cancelled (never run), and is freed with the pool. If a
+         * thread ran it meanwhile, the cancel failed and we await it. */
         rv_future_release(f);
         return -EAGAIN;
     }

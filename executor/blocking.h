@@ -9,8 +9,9 @@ typedef struct rv__pool rv__pool;
 
 /* A pool with no threads yet; NULL when out of memory. */
 rv__pool *rv__pool_new(unsigned max, int64_t keepalive_ns);
-/* Wake a parked thread or start one for work just queued. */
-void rv__pool_kick(rv__pool *p);
+/* Wake a parked thread or start one for work just queued. 0, or the error
+ * of a thread that could not be started (not counting the cap). */
+int rv__pool_kick(rv__pool *p);
 /* Wait until no call is running, up to `deadline` (rv_now clock; negative:
  * none). False on timeout. */
 bool rv__pool_wait_idle(rv__pool *p, int64_t deadline);

@@ -76,7 +76,9 @@ typedef struct call {
     rv_blocking_fn fn;
     void *arg;
     void (*release)(void *result);
-    rv_future *fut; /* the call's reference */
+    rv_future *fut;          /* the call's reference */
+    _Atomic uint32_t refs;   /* the queue's (then the running thread's) and the submitter's */
+    _Atomic uint8_t claimed; /* taken by a pool thread to run, or by the submitter to drop */
 } call;
 
 /* ------------------------------------------------------------------------- */
@@ -94,11 +96,17 @@ static bool futex_wait_ns(_Atomic uint32_t *word, uint32_t seen, int64_t ns)
     return !(r == -1 && errno == ETIMEDOUT);
 }
 
-static void call_free(call *c)
+static void call_unref(call *c)
 {
+    /* acq_rel: the last holder sees the other's writes before freeing. */
+    if (rv__atomic_fetch_sub_acq_rel(&c->refs, 1) != 1)
+        return;
     rv_future_release(c->fut);
     rv__free(c, sizeof *c);
 }
+
+/* Claim the call (to run it, or to drop it unrun): exactly one side wins. */
+static bool call_claim(call *c) { return !rv__atomic_exchange_acq_rel(&c->claimed, 1); }
 
 static void pool_unref(rv__pool *p)
 {
@@ -107,7 +115,7 @@ static void pool_unref(rv__pool *p)
         return;
     rv__mpsc_node *n;
     while ((n = rv__mpsc_pop(&p->queue)))
-        call_free((call *)n); /* calls cancelled before they ran */
+        call_unref((call *)n); /* calls cancelled before they ran */
     pthread_mutex_destroy(&p->lock);
     rv__free_aligned(p, sizeof *p, 128);
 }
@@ -127,15 +135,20 @@ static bool queue_has_work(rv__pool *p) { return rv__mpsc_len(&p->queue) > 0; }
 static void run_call(pool_thread *self, call *c)
 {
     rv__pool *p = self->pool;
-    if (rv_future_done(c->fut)) { /* cancelled before it started */
-        call_free(c);
+    /* Counted as running before the call is claimed, so a shutdown that
+     * sees no call running cannot miss one about to start. */
+    rv__atomic_fetch_add_seq_cst(&p->running, 1);
+    if (rv_future_done(c->fut) || !call_claim(c)) {
+        /* Cancelled before it started (the awaiting task was cancelled),
+         * or dropped by its submitter: it never runs. */
+        rv__atomic_fetch_sub_release(&p->running, 1);
+        call_unref(c);
         return;
     }
     /* Busy: out of `searching` (running first, so never in neither). The
      * last searcher to leave with calls still queued makes sure another
      * thread looks: below the cap a call never waits behind a running one
      * (it may be the very call this one waits for). */
-    rv__atomic_fetch_add_seq_cst(&p->running, 1);
     if (rv__atomic_fetch_sub_seq_cst(&p->searching, 1) == 1 && queue_has_work(p))
         rv__pool_kick(p);
     rv__atomic_store_relaxed(&self->since, rv_now());
@@ -153,7 +166,7 @@ static void run_call(pool_thread *self, call *c)
         done = rv_future_set_exception(c->fut, rc, NULL);
     if (done != 0 && rc == 0 && c->release)
         c->release(result); /* the caller was cancelled: nobody takes it */
-    call_free(c);
+    call_unref(c);
     /* release: pairs with the acquire read in rv__pool_wait_idle, so a
      * shutdown that sees the count drop sees the call's effects. */
     rv__atomic_fetch_sub_release(&p->running, 1);
@@ -380,15 +393,20 @@ int rv_to_thread(rv_blocking_fn fn, void *arg, void (*release)(void *result), vo
     c->fn = fn;
     c->arg = arg;
     c->release = release;
+    rv__atomic_store_relaxed(&c->refs, 2);
+    rv__atomic_store_relaxed(&c->claimed, 0);
     rv_future *f = rv_future_ref(c->fut); /* ours, for the await */
     /* seq_cst (the push's exchange and the loads in rv__pool_kick): pairs
      * with the parking thread's idle++ and re-check. */
     rv__mpsc_push(&p->queue, &c->node);
-    if (rv__pool_kick(p) != 0 && rv__atomic_load_seq_cst(&p->threads) == 0 &&
-        rv_future_cancel(f, NULL) == 0) {
-        /* No thread could be started and none exists: the call stays
-         * queued, cancelled (never run), and is freed with the pool. If a
-         * thread ran it meanwhile, the cancel failed and we await it. */
+    bool stranded = rv__pool_kick(p) != 0 && rv__atomic_load_seq_cst(&p->threads) == 0 &&
+                    call_claim(c);
+    call_unref(c);
+    if (stranded) {
+        /* No thread could be started and none exists, and none has claimed
+         * the call: it never runs (it stays queued until a thread or the
+         * pool's end drops it). If a thread claimed it, we await it. */
+        rv_future_cancel(f, NULL);
         rv_future_release(f);
         return -EAGAIN;
     }

@@ -384,6 +384,11 @@ struct rv_runtime {
  * see fiber.h. */
 rv__worker *rv__tls_worker(void);
 void rv__tls_set_worker(rv__worker *w);
+/* The same read inlined, for the first look of a hot entry point only (the
+ * uncontended Lock): a function may use it only before its first suspension
+ * point, since the compiler could keep the thread-local's address across one. */
+extern __thread rv__worker *rv__tls_worker_var __attribute__((tls_model("initial-exec")));
+static inline rv__worker *rv__tls_worker_at_entry(void) { return rv__tls_worker_var; }
 
 /* Futex helpers (future.c). Wait while *word == 0 up to `deadline` (rv_now
  * clock; negative: forever); false on timeout. */

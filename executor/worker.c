@@ -88,7 +88,7 @@
 /* ------------------------------------------------------------------------- */
 /* The thread-local worker pointer                                            */
 
-static __thread rv__worker *tls_worker __attribute__((tls_model("initial-exec")));
+__thread rv__worker *rv__tls_worker_var __attribute__((tls_model("initial-exec")));
 
 /* Out of line and opaque: the empty asm with a memory clobber makes the
  * function impure, so no call site may reuse an earlier call's result after a
@@ -96,13 +96,13 @@ static __thread rv__worker *tls_worker __attribute__((tls_model("initial-exec"))
 __attribute__((noinline)) rv__worker *rv__tls_worker(void)
 {
     __asm__ __volatile__("" ::: "memory");
-    return tls_worker;
+    return rv__tls_worker_var;
 }
 
 __attribute__((noinline)) void rv__tls_set_worker(rv__worker *w)
 {
     __asm__ __volatile__("" ::: "memory");
-    tls_worker = w;
+    rv__tls_worker_var = w;
 }
 
 rv_runtime *rv_runtime_current(void)

@@ -68,7 +68,7 @@ enum { LOCK_FREE, LOCK_HELD, LOCK_CONTENDED };
 #define RV_LOCK_YIELDS 16
 #endif
 #ifndef RV_LOCK_BACKOFF_MAX
-#define RV_LOCK_BACKOFF_MAX 512 /* pause instructions between two looks */
+#define RV_LOCK_BACKOFF_MAX 2048 /* pause instructions between two looks */
 #endif
 
 typedef struct lock_impl {
@@ -264,7 +264,8 @@ int rv_lock_acquire(rv_lock *l)
 {
     if (!l)
         return -EINVAL;
-    rv__worker *w = rv__tls_worker();
+    /* Read before any suspension; the slow path reads it afresh. */
+    rv__worker *w = rv__tls_worker_at_entry();
     rv_task *self = w ? w->current : NULL;
     if (!self)
         return -EPERM;

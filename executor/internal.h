@@ -369,6 +369,8 @@ struct rv_runtime {
     unsigned nworkers;
     rv__worker *workers;
     struct rv__pool *pool; /* blocking pool (executor/blocking.c) */
+    rv__spinlock io_lock;  /* the fd records' lists (io/reactor.c) */
+    struct rv_io *io_all, *io_free;
     size_t stack_size;
     int64_t start_ns;
     bool debug;
@@ -438,6 +440,9 @@ void rv__obj_caches_fini(rv_runtime *rt);
 /* Live task count: spawned minus ended, summed over the workers. Never less
  * than the true count at the time of the call (ended counters are read first). */
 uint64_t rv__live_tasks(rv_runtime *rt);
+
+/* Free every fd record (runtime teardown; io/reactor.c). */
+void rv__io_free_all(rv_runtime *rt);
 
 /* Task registry (task.c). */
 void rv__registry_add(rv__worker *w, rv_task *t);

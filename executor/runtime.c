@@ -81,6 +81,7 @@ static void free_workers(rv_runtime *rt)
 
 static void free_runtime(rv_runtime *rt)
 {
+    rv__io_free_all(rt);
     if (rt->pool)
         rv__pool_close(rt->pool);
     free_workers(rt);
@@ -160,7 +161,7 @@ int rv_runtime_new(rv_runtime **out, const rv_config *cfg)
     }
     for (unsigned i = 0; i < rt->nworkers; i++) {
         rv__worker *w = &rt->workers[i];
-        w->poller.epfd = w->poller.wakefd = -1;
+        w->poller.epfd = w->poller.wakefd = w->poller.iofd = -1;
     }
     for (unsigned i = 0; i < rt->nworkers; i++) {
         rv__worker *w = &rt->workers[i];

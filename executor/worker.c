@@ -632,6 +632,20 @@ static void run_job(rv__worker *w, rv__job *job)
     }
 }
 
+/* Readiness must not wait behind a worker stuck in a long job: an idle
+ * worker polls the other workers' I/O epolls (io/poller.h: they hold only
+ * descriptors, never a worker's wake), dispatching what it finds; the woken
+ * tasks run here. */
+static void poll_others_io(rv__worker *w)
+{
+    rv_runtime *rt = w->rt;
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        rv__worker *v = &rt->workers[i];
+        if (v != w && rv__poller_has_fds(&v->poller))
+            count(&w->stats.io_events, (uint64_t)rv__poller_poll_io(&v->poller));
+    }
+}
+
 /* Stay a searcher a little longer before parking: work submitted from
  * outside the workers (plain threads, the blocking pool) often comes within
  * microseconds, and a park plus a wake costs two system calls and a context
@@ -644,6 +658,7 @@ static rv__job *search_spin(rv__worker *w)
     do {
         for (int i = 0; i < 64; i++)
             rv__cpu_relax();
+        poll_others_io(w);
         rv__job *job = next_job(w);
         if (!job)
             job = steal(w);

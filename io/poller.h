@@ -14,16 +14,30 @@
 #include "primitives/atomics.h"
 
 typedef struct rv__poller {
-    int epfd;
+    int epfd;   /* what the owner parks on: wakefd and iofd */
     int wakefd;
+    int iofd;   /* an epoll of the registered descriptors only, nested in epfd:
+                   another worker may poll it without taking our wakes */
     _Atomic int wake_pending;
-    unsigned fds; /* descriptors registered besides wakefd (owner only) */
+    _Atomic unsigned fds; /* descriptors registered in iofd */
 } rv__poller;
 
 /* True when a non-blocking poll could find anything: with no descriptor
  * registered, only a wake can arrive, and wakes matter only to a parked
  * worker, so the busy loop skips the system call. */
-static inline int rv__poller_has_fds(const rv__poller *p) { return p->fds != 0; }
+static inline int rv__poller_has_fds(rv__poller *p) { return rv__atomic_load_relaxed(&p->fds) != 0; }
+
+/* Register / deregister fd in iofd with `data` (edge triggered, in and out).
+ * Any thread. 0 or a negative errno. */
+int rv__poller_add(rv__poller *p, int fd, uint64_t data);
+int rv__poller_del(rv__poller *p, int fd);
+/* Collect ready descriptors of p's iofd without waiting and dispatch them
+ * (rv__io_dispatch). Any thread: an idle worker polls a busy one's. Returns
+ * the number of events. */
+int rv__poller_poll_io(rv__poller *p);
+
+/* Readiness of one registered descriptor (io/reactor.c). */
+void rv__io_dispatch(uint64_t data, uint32_t events);
 
 int rv__poller_init(rv__poller *p);
 void rv__poller_fini(rv__poller *p);

@@ -76,6 +76,7 @@ typedef struct call {
     rv_blocking_fn fn;
     void *arg;
     void (*release)(void *result);
+    void (*arg_free)(void *arg); /* internal callers: the call owns its arg */
     rv_future *fut;          /* the call's reference */
     _Atomic uint32_t refs;   /* the queue's (then the running thread's) and the submitter's */
     _Atomic uint8_t claimed; /* taken by a pool thread to run, or by the submitter to drop */
@@ -101,6 +102,8 @@ static void call_unref(call *c)
     /* acq_rel: the last holder sees the other's writes before freeing. */
     if (rv__atomic_fetch_sub_acq_rel(&c->refs, 1) != 1)
         return;
+    if (c->arg_free)
+        c->arg_free(c->arg); /* run or not, the arg goes with the call */
     rv_future_release(c->fut);
     rv__free(c, sizeof *c);
 }
@@ -361,37 +364,47 @@ void rv__pool_counts(rv__pool *p, uint64_t *threads, uint64_t *idle, uint64_t *q
 
 int rv_to_thread(rv_blocking_fn fn, void *arg, void (*release)(void *result), void **result)
 {
+    return rv__to_thread(fn, arg, NULL, release, result);
+}
+
+int rv__to_thread(rv_blocking_fn fn, void *arg, void (*arg_free)(void *arg),
+                  void (*release)(void *result), void **result)
+{
     if (result)
         *result = NULL;
-    if (!fn)
+    if (!fn) {
+        if (arg_free)
+            arg_free(arg);
         return -EINVAL;
+    }
     rv__worker *w = rv__tls_worker();
-    if (!w) {
+    int rc = !w ? 1 : !w->current ? -EDEADLK
+                    : rv__atomic_load_acquire(&w->rt->closing) ? -ESHUTDOWN : 0;
+    if (rc == 1) {
         void *r = NULL;
-        int rc = fn(arg, &r); /* a plain thread may block: run it here */
+        rc = fn(arg, &r); /* a plain thread may block: run it here */
+        if (arg_free)
+            arg_free(arg);
         if (result)
             *result = r;
         else if (rc == 0 && release)
             release(r);
         return rc;
     }
-    rv_task *t = w->current;
-    if (!t)
-        return -EDEADLK;
-    rv_runtime *rt = w->rt;
-    if (rv__atomic_load_acquire(&rt->closing))
-        return -ESHUTDOWN;
-    rv__pool *p = rt->pool;
-    call *c = rv__alloc(sizeof *c);
-    if (!c)
-        return -ENOMEM;
-    int rc = rv_future_new(rt, &c->fut);
-    if (rc) {
+    call *c = rc ? NULL : rv__alloc(sizeof *c);
+    if (!rc && !c)
+        rc = -ENOMEM;
+    if (!rc && (rc = rv_future_new(w->rt, &c->fut)) != 0)
         rv__free(c, sizeof *c);
+    if (rc) {
+        if (arg_free)
+            arg_free(arg);
         return rc;
     }
+    rv__pool *p = w->rt->pool;
     c->fn = fn;
     c->arg = arg;
+    c->arg_free = arg_free;
     c->release = release;
     rv__atomic_store_relaxed(&c->refs, 2);
     rv__atomic_store_relaxed(&c->claimed, 0);

@@ -19,6 +19,10 @@ bool rv__pool_wait_idle(rv__pool *p, int64_t deadline);
 void rv__pool_report(rv__pool *p);
 /* The runtime lets go: threads leave when out of work; the last frees it. */
 void rv__pool_close(rv__pool *p);
+/* rv_to_thread for callers whose arg must outlive a cancelled caller: the
+ * call owns `arg` and frees it with arg_free once, whether it ran or not. */
+int rv__to_thread(int (*fn)(void *arg, void **result), void *arg, void (*arg_free)(void *arg),
+                  void (*release)(void *result), void **result);
 void rv__pool_counts(rv__pool *p, uint64_t *threads, uint64_t *idle, uint64_t *queued);
 
 #endif

@@ -371,6 +371,8 @@ struct rv_runtime {
     struct rv__pool *pool; /* blocking pool (executor/blocking.c) */
     rv__spinlock io_lock;  /* the fd records' lists (io/reactor.c) */
     struct rv_io *io_all, *io_free;
+    rv__spinlock proc_lock; /* children not reaped yet (io/process.c) */
+    struct rv_process *procs;
     size_t stack_size;
     int64_t start_ns;
     bool debug;
@@ -443,6 +445,8 @@ uint64_t rv__live_tasks(rv_runtime *rt);
 
 /* Free every fd record (runtime teardown; io/reactor.c). */
 void rv__io_free_all(rv_runtime *rt);
+/* Kill and reap every child still running (runtime teardown; io/process.c). */
+void rv__process_reap_all(rv_runtime *rt);
 
 /* Task registry (task.c). */
 void rv__registry_add(rv__worker *w, rv_task *t);

@@ -81,6 +81,7 @@ static void free_workers(rv_runtime *rt)
 
 static void free_runtime(rv_runtime *rt)
 {
+    rv__process_reap_all(rt);
     rv__io_free_all(rt);
     if (rt->pool)
         rv__pool_close(rt->pool);

@@ -365,5 +365,6 @@ RV_EXTERN int rv_worker_stats_get(rv_runtime *rt, unsigned index, rv_worker_stat
 #include "ravel/combine.h" /* gather, wait, timeouts, TaskGroup, generators */
 #include "ravel/io.h"      /* awaiting file descriptors */
 #include "ravel/stream.h"  /* streams, clients, servers, getaddrinfo */
+#include "ravel/process.h" /* subprocesses and signals */
 
 #endif /* RAVEL_H */

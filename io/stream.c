@@ -506,6 +506,48 @@ int rv_open_unix_connection(const char *path, const rv_stream_opts *opts, int64_
                        deadline_of(timeout_ns), out);
 }
 
+int rv_datagram_open(const char *local_host, const char *local_service, const char *remote_host,
+                     const char *remote_service, rv_io **out)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    bool local = local_host || local_service, remote = remote_host || remote_service;
+    if (!local && !remote)
+        return -EINVAL;
+    if (!in_task())
+        return -EPERM;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM};
+    struct addrinfo *la = NULL, *ra = NULL;
+    int rc = 0;
+    if (local) {
+        hints.ai_flags = AI_PASSIVE;
+        rc = rv_getaddrinfo(local_host, local_service ? local_service : "0", &hints, &la);
+    }
+    if (rc == 0 && remote) {
+        hints.ai_flags = 0;
+        hints.ai_family = la ? la->ai_family : AF_UNSPEC;
+        rc = rv_getaddrinfo(remote_host, remote_service, &hints, &ra);
+    }
+    struct addrinfo *first = la ? la : ra;
+    int fd = -1;
+    if (rc == 0) {
+        fd = socket(first->ai_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0 || (la && bind(fd, la->ai_addr, la->ai_addrlen) < 0) ||
+            (ra && connect(fd, ra->ai_addr, ra->ai_addrlen) < 0))
+            rc = -errno;
+    }
+    if (la)
+        freeaddrinfo(la);
+    if (ra)
+        freeaddrinfo(ra);
+    if (rc == 0)
+        rc = rv_io_open(NULL, fd, out);
+    if (rc && fd >= 0)
+        close(fd);
+    return rc;
+}
+
 /* ------------------------------------------------------------------------- */
 /* Servers                                                                    */
 

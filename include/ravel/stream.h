@@ -88,6 +88,15 @@ RV_EXTERN int rv_stream_close(rv_stream *s, int64_t timeout_ns);
 /* The fd (for getsockopt/getpeername), or -EINVAL. */
 RV_EXTERN int rv_stream_fd(const rv_stream *s);
 
+/* May suspend. asyncio.create_datagram_endpoint: a UDP socket bound to
+ * local_host/local_service (either may be NULL: any) and, when remote_host
+ * is given, connected to remote_host/remote_service. Use it with rv_sendto /
+ * rv_recvfrom (or rv_send / rv_recv once connected); rv_io_close closes it.
+ * The local address comes first when given, else the remote's family. */
+RV_EXTERN int rv_datagram_open(const char *local_host, const char *local_service,
+                               const char *remote_host, const char *remote_service,
+                               rv_io **out);
+
 /* A connection handler: runs in its own task; the stream is closed when it
  * returns (it must not close it). */
 typedef int (*rv_connection_fn)(rv_stream *s, void *arg);
